@@ -1,0 +1,190 @@
+"""The `evalkit` command line.
+
+Exit codes (DESIGN.md): 0 ok · 1 a gate/threshold/self-test failed · 2 usage or configuration
+error · 3 internal or infrastructure error · 4 interrupted · 5 nothing to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from ._text import safe_text
+from .config import load_config
+from .discovery import Registry, discover
+from .errors import EvalkitError, ExitCode, NothingToRun
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's usage errors: exit 2, one clear line
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
+
+
+def load_registry(args: argparse.Namespace) -> Registry:
+    """Tasks from --tasks-dir (repeatable) or `[tool.evalkit] tasks`, plus entry points."""
+    config = load_config()
+    if args.tasks_dir:
+        return discover([Path(p) for p in args.tasks_dir], entry_points=not args.no_entry_points)
+    # The default tasks/ of a project that has none falls back to evalkit's bundled examples.
+    return discover(config.tasks, entry_points=not args.no_entry_points,
+                    fallback_to_bundled=not config.tasks_configured)
+
+
+def _selected(args: argparse.Namespace):
+    registry = load_registry(args)
+    tasks = registry.select(args.patterns, args.tag or ())
+    if not tasks:
+        raise NothingToRun("no tasks selected")
+    return tasks
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    tasks = _selected(args)
+    if args.json:
+        out = [{"name": t.name, "version": t.version, "kind": "generator" if t.is_generator else "data",
+                "levels": list(t.levels), "target": t.target, "tags": list(t.tags), "source": t.source,
+                "description": t.spec.description.splitlines()[0] if t.spec.description else ""} for t in tasks]
+        print(json.dumps(out, indent=2))
+        return ExitCode.OK
+    table = Table(title=f"{len(tasks)} task(s)", title_justify="left")
+    for col in ("task", "ver", "kind", "levels", "target", "tags", "description"):
+        table.add_column(col, overflow="fold")
+    for t in tasks:
+        levels = f"{t.levels[0]}–{t.levels[-1]}" if t.levels else "—"
+        desc = t.spec.description.splitlines()[0] if t.spec.description else ""
+        table.add_row(t.name, str(t.version), "generator" if t.is_generator else "data", levels,
+                      "—" if t.target is None else f"{t.target:.0%}", ", ".join(t.tags), safe_text(desc, 60))
+    console = _console()
+    console.print(table)
+    if args.verbose:
+        for t in tasks:
+            console.print(f"{t.name}: ", safe_text(t.source or "?"), style="dim")
+    return ExitCode.OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .scoring import score
+
+    registry = load_registry(args)
+    t = registry.get(args.task)
+    examples = t.examples(args.split, n=args.n, seed=args.seed, level=args.level)
+    if not examples:
+        raise NothingToRun(f"task {t.name!r} has no {args.split} examples")
+    console = _console()
+    gen = t.generation
+    console.print(f"[bold]{t.name}[/] v{t.version} · {args.split} · level {examples[0].level} · "
+                  f"max_new_tokens {gen.max_new_tokens or 'auto'} · stop {gen.stop!r}", highlight=False)
+    for ex in examples:
+        table = Table(show_header=False, box=None, padding=(0, 1))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(overflow="fold")
+        table.add_row("id", ex.id)
+        table.add_row("prompt", safe_text(ex.prompt))
+        table.add_row("reference", safe_text(ex.reference))
+        if ex.reference is not None:
+            scored = score(t, ex, ex.reference)
+            v = scored.verdict
+            colour = "green" if v.passed else "red"
+            table.add_row("verdict", safe_text(f"{v.status.value} ({v.score:g}) {v.reason}".rstrip(), style=colour))
+        console.print(table)
+        console.print()
+    return ExitCode.OK
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .selftest import selftest_task
+
+    tasks = _selected(args)
+    console = _console()
+    ok = True
+    for t in tasks:
+        levels = [args.level] if args.level is not None else None
+        with console.status(f"self-testing {t.name}…"):
+            report = selftest_task(t, levels=levels, n_examples=args.examples, max_examples=args.max_examples,
+                                   seed=args.seed)
+        ok &= report.passed
+        table = Table(title=f"{t.name} v{t.version}: {'[green]PASS' if report.passed else '[red]FAIL'}",
+                      title_justify="left")
+        for col in ("level", "property", "result", "tried", "counterexample / note"):
+            table.add_column(col, overflow="fold")
+        for lv in report.levels:
+            for r in lv.results:
+                result = {True: "[green]ok", False: "[red]FAILED", None: "[yellow]skipped"}[r.passed]
+                table.add_row("—" if lv.level is None else str(lv.level), r.name, result, str(r.tried),
+                              safe_text(r.counterexample or "", 300))
+        console.print(table)
+        if report.error:
+            console.print(safe_text(f"error: {report.error}", style="red"))
+    console.print(f"[bold]{'all self-tests passed' if ok else 'self-test FAILED'}[/] ({len(tasks)} task(s))")
+    return ExitCode.OK if ok else ExitCode.FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
+    parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tasks-dir", action="append", metavar="DIR",
+                        help="task folder or file (repeatable; default: [tool.evalkit] tasks, else ./tasks)")
+    common.add_argument("--no-entry-points", action="store_true", help="ignore the evalkit.tasks entry points")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("tasks", parents=[common], help="list the tasks found")
+    p.add_argument("patterns", nargs="*", metavar="TASK", help="names, globs (add*) or tag:NAME")
+    p.add_argument("--tag", action="append", help="only tasks with this tag (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="show where each task comes from")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("show", parents=[common], help="show example prompts, references and verdicts")
+    p.add_argument("task")
+    p.add_argument("-n", type=int, default=5, help="number of examples (default 5)")
+    p.add_argument("--split", choices=["eval", "train"], default="eval")
+    p.add_argument("--level", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("selftest", parents=[common], help="prove each task's checker sound and non-vacuous")
+    p.add_argument("patterns", nargs="*", metavar="TASK", help="names, globs or tag:NAME (default: all)")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--level", type=int, help="only this level")
+    p.add_argument("--examples", type=int, default=20, help="examples per split and level (default 20)")
+    p.add_argument("--max-examples", type=int, default=100, help="hypothesis examples per property (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_selftest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `evalkit` console script; returns (and exits with) the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.func(args))
+    except EvalkitError as exc:
+        _console(stderr=True).print(safe_text(f"error: {exc}", 2000, style="red"))
+        code = int(exc.exit_code)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted", style="yellow")
+        code = int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback for the user
+        if os.environ.get("EVALKIT_DEBUG"):
+            raise
+        _console(stderr=True).print(safe_text(
+            f"internal error: {type(exc).__name__}: {exc} (set EVALKIT_DEBUG=1 for the traceback)", 2000,
+            style="red"))
+        code = int(ExitCode.INTERNAL)
+    sys.exit(code)

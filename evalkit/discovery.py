@@ -1,0 +1,241 @@
+"""Finding tasks: task folders (Python and YAML files) and the `evalkit.tasks` entry points.
+
+A plugin that fails to import, a task file with an error, two tasks with one name, an
+unknown name: each is an error (exit 2) naming the file — silently skipping a task would
+let a gate pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import fnmatch
+import importlib.util
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import ConfigError, PluginImportError, UnknownTaskError
+from .task import TASK_MARKER, Task
+
+ENTRY_POINT_GROUP = "evalkit.tasks"
+_SKIP_DIRS = {"data", "__pycache__"}
+
+
+def bundled_tasks_dir() -> Path:
+    """The example tasks shipped with evalkit (the wheel's copy, else the source checkout's)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_bundled_tasks"
+    return installed if installed.is_dir() else here.parent / "tasks"
+
+
+def _task_files(folder: Path) -> list[Path]:
+    files: list[Path] = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).parts
+        if any(p.startswith((".", "_")) or p in _SKIP_DIRS for p in rel[:-1]):
+            continue
+        if path.name.startswith((".", "_")) or not path.is_file():
+            continue
+        if path.suffix == ".py" or path.suffix in (".yaml", ".yml"):
+            files.append(path)
+    return files
+
+
+def _import_file(path: Path) -> ModuleType:
+    # A unique, dot-free module name per file: two task folders may both hold "addition.py".
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    name = f"evalkit_task_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginImportError(f"cannot import {path}", file=path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any import failure is the plugin's error
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise PluginImportError(f"failed to import: {_where(exc, path)}", file=path) from exc
+    return module
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """`ExcType: message (line N)` with the deepest frame inside the plugin file."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+    suffix = f" (line {line})" if line else ""
+    return f"{type(exc).__name__}: {exc}{suffix}"
+
+
+def _tasks_in_module(module: ModuleType, source: str) -> list[Task]:
+    found = []
+    for obj in list(vars(module).values()):
+        if isinstance(obj, Task):
+            found.append(obj)
+        elif hasattr(obj, TASK_MARKER) and getattr(obj, "__module__", None) == module.__name__:
+            found.append(_build(obj, source))
+    return found
+
+
+def _build(obj: Any, source: str) -> Task:
+    try:
+        return Task.from_decorated(obj, source=source)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a task that cannot be built is the plugin's error
+        name = getattr(getattr(obj, TASK_MARKER, None), "name", getattr(obj, "__name__", "?"))
+        raise PluginImportError(f"task {name!r} could not be built: {type(exc).__name__}: {exc}",
+                                file=source) from exc
+
+
+def load_path(path: Path) -> list[Task]:
+    """All tasks defined by one file (Python or YAML) or folder."""
+    path = Path(path)
+    if path.is_dir():
+        out: list[Task] = []
+        for file in _task_files(path):
+            out.extend(load_path(file))
+        return out
+    if not path.exists():
+        raise ConfigError("no such task file or folder", file=path)
+    if path.suffix in (".yaml", ".yml"):
+        from .yamltask import load_yaml_task
+
+        return [load_yaml_task(path)]
+    if path.suffix == ".py":
+        return _tasks_in_module(_import_file(path), str(path))
+    raise ConfigError("expected a .py, .yaml or .yml task file", file=path)
+
+
+def _load_entry_point_value(value: Any, source: str) -> list[Task]:
+    if isinstance(value, Task):
+        return [value]
+    if isinstance(value, (str, Path)):
+        return load_path(Path(value))
+    if isinstance(value, ModuleType):
+        return _tasks_in_module(value, source)
+    if hasattr(value, TASK_MARKER):
+        return [_build(value, source)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _load_entry_point_value(v, source)]
+    if callable(value):
+        return _load_entry_point_value(value(), source)
+    raise PluginImportError(f"entry point gave {type(value).__name__}; expected a task, module, path or list",
+                            file=source)
+
+
+def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[Task]:
+    out: list[Task] = []
+    for ep in entry_points(group=group):
+        source = f"entry point {ep.name} = {ep.value}"
+        try:
+            value = ep.load()
+        except Exception as exc:  # noqa: BLE001
+            raise PluginImportError(f"failed to load: {type(exc).__name__}: {exc}", file=source) from exc
+        out.extend(_load_entry_point_value(value, source))
+    return out
+
+
+class Registry:
+    """The tasks found, by name."""
+
+    def __init__(self, tasks: Iterable[Task] = ()):
+        self._tasks: dict[str, Task] = {}
+        for t in tasks:
+            self.add(t)
+
+    def add(self, t: Task) -> None:
+        existing = self._tasks.get(t.name)
+        if existing is not None and existing is not t:
+            if existing.source and t.source and Path(existing.source).resolve() == Path(t.source).resolve():
+                return  # the same file reached twice (e.g. tasks/ and an entry point to it)
+            raise ConfigError(f"task {t.name!r} is defined twice: in {existing.source} and in {t.source}",
+                              file=t.source)
+        self._tasks[t.name] = t
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def __iter__(self):
+        return iter(self._tasks[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tasks
+
+    def get(self, name: str) -> Task:
+        """The task called `name`; UnknownTaskError with close matches otherwise."""
+        if name in self._tasks:
+            return self._tasks[name]
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        known = f" Known tasks: {', '.join(self.names())}." if self._tasks else " No tasks were found."
+        raise UnknownTaskError(f"unknown task {name!r}{hint}{known}")
+
+    def select(self, patterns: Sequence[str] = (), tags: Sequence[str] = ()) -> list[Task]:
+        """Tasks matching any pattern (exact name, glob, or `tag:NAME`) and carrying all `tags`.
+
+        No patterns means every task. A plain name that is unknown, or a glob/tag that matches
+        nothing, is an UnknownTaskError: a typo must not silently select fewer tasks.
+        """
+        chosen: dict[str, Task] = {}
+        for pattern in patterns or ["*"]:
+            if pattern.startswith("tag:"):
+                tag = pattern[4:]
+                hits = [t for t in self if tag in t.tags]
+                if not hits:
+                    all_tags = sorted({g for t in self for g in t.tags})
+                    raise UnknownTaskError(f"no task has tag {tag!r}; tags in use: {', '.join(all_tags) or 'none'}")
+            elif any(ch in pattern for ch in "*?["):
+                hits = [t for t in self if fnmatch.fnmatchcase(t.name, pattern)]
+                if not hits and patterns:
+                    raise UnknownTaskError(f"no task matches {pattern!r}; known tasks: {', '.join(self.names())}")
+            else:
+                hits = [self.get(pattern)]
+            for t in hits:
+                chosen.setdefault(t.name, t)
+        selected = list(chosen.values())
+        for tag in tags:
+            selected = [t for t in selected if tag in t.tags]
+        return selected
+
+
+def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_to_bundled: bool = False) -> Registry:
+    """Load every task from `paths` (folders or files) and, optionally, the entry points.
+
+    Args:
+        paths: task folders or files. A folder that does not exist is an error unless
+            `fallback_to_bundled` is set (the default `tasks/` of a project that has none).
+        entry_points: also load the `evalkit.tasks` entry-point group.
+        fallback_to_bundled: when no given folder exists, use evalkit's bundled example tasks.
+    """
+    registry = Registry()
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if fallback_to_bundled and not existing:
+        existing = [bundled_tasks_dir()]
+    else:
+        for p in paths:
+            if not Path(p).exists():
+                raise ConfigError("task folder or file not found", file=p)
+    for p in existing:
+        for t in load_path(p):
+            registry.add(t)
+    if entry_points:
+        for t in load_entry_points():
+            registry.add(t)
+    return registry

@@ -1,0 +1,121 @@
+"""Answer extraction: from a model's raw output to the answer a checker sees.
+
+Every extractor is a pure function `str -> str`. They never raise on odd input: a
+missing answer is the empty string, which checkers fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Extractor = Callable[[str], str]
+
+
+def cut_at_stop(output: str, stop: Sequence[str]) -> str:
+    """Cut the output at the earliest stop string (the stop string itself excluded)."""
+    end = len(output)
+    for s in stop:
+        if s:
+            i = output.find(s)
+            if 0 <= i < end:
+                end = i
+    return output[:end]
+
+
+def strip(output: str) -> str:
+    return output.strip()
+
+
+def first_line(output: str) -> str:
+    for line in output.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def last_line(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def regex(pattern: str, group: int | str = 0, flags: str = "", last: bool = False) -> Extractor:
+    """Extract the first (or last) match of `pattern`, returning `group`; "" when none."""
+    fl = 0
+    for ch in flags:
+        fl |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[ch]
+    rx = re.compile(pattern, fl)
+
+    def extract(output: str) -> str:
+        matches = list(rx.finditer(output)) if last else [m for m in [rx.search(output)] if m]
+        if not matches:
+            return ""
+        value = matches[-1].group(group)
+        return (value or "").strip()
+
+    return extract
+
+
+_decoder = json.JSONDecoder()
+
+
+def find_json(text: str) -> Any:
+    """The first JSON object or array in `text` (code fences and prose around it allowed).
+
+    Raises:
+        ValueError: when there is none.
+    """
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            try:
+                value, _ = _decoder.raw_decode(text, i)
+                return value
+            except json.JSONDecodeError:
+                continue
+    raise ValueError("no JSON object or array found")
+
+
+def json_value(output: str) -> str:
+    """Extract the first JSON object/array and return it re-serialised canonically, "" if none."""
+    try:
+        return json.dumps(find_json(output), sort_keys=True, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return ""
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?")
+
+
+def last_number(output: str) -> str:
+    """The last number in the text (ints, decimals, fractions like 3/4), "" if none."""
+    found = _NUMBER.findall(output)
+    return found[-1].replace(",", "") if found else ""
+
+
+BY_NAME: dict[str, Callable[..., Extractor]] = {
+    "strip": lambda: strip,
+    "first_line": lambda: first_line,
+    "last_line": lambda: last_line,
+    "regex": regex,
+    "json": lambda: json_value,
+    "last_number": lambda: last_number,
+}
+
+
+def make_extractor(spec: str | dict[str, Any] | Extractor | None) -> Extractor:
+    """Build an extractor from a name, a `{"type": name, **params}` mapping or a callable."""
+    if spec is None:
+        return strip
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    params = dict(spec)
+    kind = params.pop("type")
+    if kind not in BY_NAME:
+        raise ValueError(f"unknown extractor {kind!r}; expected one of {sorted(BY_NAME)}")
+    return BY_NAME[kind](**params)

@@ -1,0 +1,319 @@
+"""The task API: a decorator that turns a small class into a checkable task.
+
+A task knows its name and version, how to produce examples per split (a seeded
+generator with difficulty levels, or rows of a data file), how to render a prompt,
+its generation settings, how to extract an answer, how to check it, optionally a
+reference solver, and a default target.
+
+    @task(name="addition", version=1, target=0.95, levels=range(1, 6))
+    class Addition:
+        def generate(self, rng, level):
+            return {"a": rng.randrange(10**level), "b": rng.randrange(10**level)}
+        def prompt(self, ex):    return f"{ex['a']}+{ex['b']}="
+        def reference(self, ex): return str(ex["a"] + ex["b"])
+        def check(self, ex, answer): return verdict(answer == self.reference(ex))
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .example import Example, example_id, split_of, SPLITS
+from .extract import Extractor, cut_at_stop, make_extractor
+from .verdict import Verdict, as_verdict
+
+TASK_MARKER = "__evalkit_task__"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How a model should generate for a task.
+
+    `max_new_tokens=None` lets the runner size it from the longest reference answer.
+    """
+
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ("\n",)
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop),
+                "temperature": self.temperature, "top_p": self.top_p}
+
+
+@dataclass(frozen=True)
+class SelftestSpec:
+    """What the self-test may treat as equivalent to the reference.
+
+    Attributes:
+        normalize: normalisations under which a corrupted answer counts as the same answer
+            (any of "strip", "casefold", "whitespace", "punctuation", "json").
+        skip: corruption kinds that the task's checker deliberately accepts
+            ("digit_edit", "char_edit", "truncate", "append"). Skipping weakens the test; say why.
+    """
+
+    normalize: tuple[str, ...] = ("strip",)
+    skip: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the @task decorator records."""
+
+    name: str
+    version: int = 1
+    target: float | None = None
+    levels: tuple[int, ...] = ()
+    default_level: int | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    generation: GenerationConfig = GenerationConfig()
+    eval_fraction: float = 0.5
+    selftest: SelftestSpec = SelftestSpec()
+
+
+def task(
+    name: str | None = None,
+    *,
+    version: int = 1,
+    target: float | None = None,
+    levels: Iterable[int] | None = None,
+    default_level: int | None = None,
+    tags: Sequence[str] = (),
+    description: str | None = None,
+    max_new_tokens: int | None = None,
+    stop: Sequence[str] = ("\n",),
+    eval_fraction: float | None = None,
+    equivalent: Sequence[str] = ("strip",),
+    selftest_skip: Sequence[str] = (),
+) -> Callable[[Any], Any]:
+    """Register a class (or a zero-argument factory returning an instance) as a task.
+
+    The class provides `prompt(ex)` and `check(ex, answer)`, and either `generate(rng, level)`
+    (seeded generator) or `rows()` (a data source: an iterable of dicts). Optional:
+    `reference(ex)` (solver or stored answer: the output a perfect model would write),
+    `extract(output)` (default: cut at the first stop string, strip),
+    `equivalent(ex, reference, candidate)` (for the self-test).
+
+    Args:
+        name: the task's name (default: the class name in snake case).
+        version: bump it when the checker or prompts change meaning.
+        target: the default pass-rate target in [0, 1].
+        levels: the difficulty levels `generate` accepts.
+        default_level: the level used when none is asked for (default: the middle one).
+        tags: for selection by tag.
+        max_new_tokens, stop: generation settings.
+        eval_fraction: share of the example space in the eval split (default 0.5 for
+            generators, 1.0 for data rows).
+        equivalent: normalisations under which the self-test treats an answer as the reference.
+        selftest_skip: corruption kinds the checker deliberately accepts.
+    """
+
+    def decorate(obj: Any) -> Any:
+        spec = TaskSpec(
+            name=name or _snake(obj.__name__),
+            version=version,
+            target=target,
+            levels=tuple(levels) if levels is not None else (),
+            default_level=default_level,
+            tags=tuple(tags),
+            description=description if description is not None else inspect.getdoc(obj) or "",
+            generation=GenerationConfig(max_new_tokens=max_new_tokens, stop=tuple(stop)),
+            eval_fraction=eval_fraction if eval_fraction is not None else -1.0,
+            selftest=SelftestSpec(tuple(equivalent), tuple(selftest_skip)),
+        )
+        setattr(obj, TASK_MARKER, spec)
+        return obj
+
+    return decorate
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+class Task:
+    """A loaded task: the uniform interface the runner, self-test and trainer use."""
+
+    def __init__(self, spec: TaskSpec, impl: Any, source: str | None = None):
+        if not hasattr(impl, "prompt") or not hasattr(impl, "check"):
+            raise TypeError(f"task {spec.name!r} must define prompt(ex) and check(ex, answer)")
+        has_gen, has_rows = hasattr(impl, "generate"), hasattr(impl, "rows")
+        if has_gen == has_rows:
+            raise TypeError(f"task {spec.name!r} must define exactly one of generate(rng, level) or rows()")
+        if spec.eval_fraction < 0:
+            spec = replace(spec, eval_fraction=0.5 if has_gen else 1.0)
+        if has_gen and spec.levels and spec.default_level is None:
+            spec = replace(spec, default_level=spec.levels[len(spec.levels) // 2])
+        if spec.target is not None and not 0.0 <= spec.target <= 1.0:
+            raise ValueError(f"task {spec.name!r}: target must be in [0, 1], got {spec.target}")
+        self.spec = spec
+        self.impl = impl
+        self.source = source
+        self._extract: Extractor = (
+            impl.extract if hasattr(impl, "extract") else self._default_extract
+        )
+        self._rows: list[Example] | None = None
+
+    @classmethod
+    def from_decorated(cls, obj: Any, source: str | None = None) -> "Task":
+        spec: TaskSpec = getattr(obj, TASK_MARKER)
+        impl = obj() if callable(obj) else obj
+        if isinstance(impl, Task):
+            return impl
+        return cls(spec, impl, source)
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    @property
+    def target(self) -> float | None:
+        return self.spec.target
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.spec.tags
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.spec.levels
+
+    @property
+    def generation(self) -> GenerationConfig:
+        return self.spec.generation
+
+    @property
+    def has_reference(self) -> bool:
+        return hasattr(self.impl, "reference")
+
+    @property
+    def is_generator(self) -> bool:
+        return hasattr(self.impl, "generate")
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} v{self.version}>"
+
+    # -- examples ---------------------------------------------------------------------
+    def _make(self, fields: Mapping[str, Any], split: str, level: int | None) -> Example:
+        ex = Example(example_id(self.name, fields), self.name, split, dict(fields), "", None, level)
+        prompt = self.impl.prompt(ex)
+        if not isinstance(prompt, str):
+            raise TypeError(f"task {self.name!r}: prompt() must return str, got {type(prompt).__name__}")
+        ref = self.impl.reference(ex) if self.has_reference else None
+        if ref is not None and not isinstance(ref, str):
+            ref = str(ref)
+        return replace(ex, prompt=prompt, reference=ref)
+
+    def examples(self, split: str = "eval", n: int | None = None, seed: int = 0,
+                 level: int | None = None) -> list[Example]:
+        """Examples of one split, deterministic in (task, split, n, seed, level).
+
+        Generators draw until `n` distinct examples of the split are found (fewer only when
+        the level's example space is exhausted). Data tasks return the split's rows in file
+        order, the first `n` of them (all when `n` is None).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self.is_generator:
+            return self._generate(split, 100 if n is None else n, seed, level)
+        if level is not None and self.levels and level not in self.levels:
+            raise ValueError(f"task {self.name!r} has no level {level}; levels: {list(self.levels)}")
+        rows = [e for e in self._all_rows() if e.split == split]
+        if level is not None:
+            rows = [e for e in rows if e.level == level]
+        return rows if n is None else rows[:n]
+
+    def _generate(self, split: str, n: int, seed: int, level: int | None) -> list[Example]:
+        if level is None:
+            level = self.spec.default_level
+        elif self.levels and level not in self.levels:
+            raise ValueError(f"task {self.name!r} has no level {level}; levels: {list(self.levels)}")
+        rng = random.Random(f"{self.name}/{split}/{level}/{seed}")
+        takes_level = len(inspect.signature(self.impl.generate).parameters) >= 2
+        seen: set[str] = set()
+        out: list[Example] = []
+        attempts, max_attempts = 0, 50 * n + 1000
+        while len(out) < n and attempts < max_attempts:
+            attempts += 1
+            fields = self.impl.generate(rng, level) if takes_level else self.impl.generate(rng)
+            if split_of(self.name, fields, self.spec.eval_fraction) != split:
+                continue
+            eid = example_id(self.name, fields)
+            if eid in seen:
+                continue
+            seen.add(eid)
+            out.append(self._make(fields, split, level))
+        return out
+
+    def _all_rows(self) -> list[Example]:
+        if self._rows is None:
+            rows: list[Example] = []
+            seen: set[str] = set()
+            for row in self.impl.rows():
+                row = dict(row)
+                level = row.pop("level", None) if "level" in row and self.levels else None
+                split = split_of(self.name, row, self.spec.eval_fraction)
+                ex = self._make(row, split, level)
+                if ex.id not in seen:  # an exact duplicate row is one example
+                    seen.add(ex.id)
+                    rows.append(ex)
+            self._rows = rows
+        return self._rows
+
+    # -- answers ----------------------------------------------------------------------
+    def _default_extract(self, output: str) -> str:
+        return cut_at_stop(output, self.generation.stop).strip()
+
+    def extract(self, output: str) -> str:
+        return self._extract(output)
+
+    def check(self, ex: Example, answer: str) -> Verdict:
+        """The task's check on an already extracted answer (may raise: see scoring.score)."""
+        return as_verdict(self.impl.check(ex, answer))
+
+    def reference(self, ex: Example) -> str | None:
+        return ex.reference
+
+    def equivalent(self, ex: Example, reference: str, candidate: str) -> bool:
+        """Whether the self-test should treat `candidate` as the same answer as `reference`."""
+        if hasattr(self.impl, "equivalent"):
+            return bool(self.impl.equivalent(ex, reference, candidate))
+        return normalize(reference, self.spec.selftest.normalize) == normalize(
+            candidate, self.spec.selftest.normalize)
+
+
+def normalize(text: str, how: Iterable[str]) -> str:
+    """Apply named normalisations: strip, casefold, whitespace (collapse), punctuation (drop)."""
+    for step in how:
+        if step == "strip":
+            text = text.strip()
+        elif step == "casefold":
+            text = text.casefold()
+        elif step == "whitespace":
+            text = " ".join(text.split())
+        elif step == "json":
+            # Same JSON value, whatever the spacing or key order (and prose around it).
+            from .extract import json_value
+
+            text = json_value(text) or text
+        elif step == "punctuation":
+            text = "".join(ch for ch in text if ch.isalnum() or ch.isspace())
+        else:
+            raise ValueError(f"unknown normalisation {step!r}; expected strip, casefold, whitespace, punctuation, json")
+    return text

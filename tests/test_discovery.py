@@ -1,0 +1,121 @@
+"""Discovery: task folders, entry points, selection, and errors that never skip silently."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from evalkit import ConfigError, PluginImportError, UnknownTaskError
+from evalkit.config import load_config
+from evalkit.discovery import Registry, bundled_tasks_dir, discover, load_path
+
+from conftest import FIXTURES, TASKS
+
+ALL_SEVEN = {"addition", "sorting", "reverse", "countdown", "json_extract", "python_functions", "multiple_choice"}
+
+
+def test_repo_tasks_folder_has_the_seven_examples():
+    reg = discover([TASKS], entry_points=False)
+    assert set(reg.names()) == ALL_SEVEN
+
+
+def test_select_by_name_glob_and_tag():
+    reg = discover([TASKS], entry_points=False)
+    assert [t.name for t in reg.select(["addition"])] == ["addition"]
+    assert {t.name for t in reg.select(["*_*"])} >= {"json_extract", "python_functions", "multiple_choice"}
+    assert {t.name for t in reg.select(["tag:declarative"])} == {"json_extract", "multiple_choice"}
+    assert {t.name for t in reg.select([], tags=["declarative"])} == {"json_extract", "multiple_choice"}
+    assert len(reg.select()) == 7
+
+
+def test_unknown_name_suggests_close_matches():
+    reg = discover([TASKS], entry_points=False)
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'additon'; did you mean 'addition'"):
+        reg.get("additon")
+    with pytest.raises(UnknownTaskError, match="no task matches 'zzz\\*'"):
+        reg.select(["zzz*"])
+    with pytest.raises(UnknownTaskError, match="no task has tag 'nope'"):
+        reg.select(["tag:nope"])
+
+
+def test_plugin_import_error_names_file_and_exception():
+    with pytest.raises(PluginImportError) as info:
+        discover([FIXTURES / "importerror"], entry_points=False)
+    msg = str(info.value)
+    assert "oops.py" in msg and "ModuleNotFoundError" in msg and "not_a_real_module_xyz" in msg and "line 3" in msg
+
+
+def test_syntax_error_in_plugin(tmp_path):
+    (tmp_path / "bad.py").write_text("def broken(:\n    pass\n")
+    with pytest.raises(PluginImportError, match=r"bad.py.*SyntaxError"):
+        load_path(tmp_path)
+
+
+def test_duplicate_task_names_are_an_error(tmp_path):
+    shutil.copy(TASKS / "addition.py", tmp_path / "addition.py")
+    shutil.copy(TASKS / "addition.py", tmp_path / "addition_copy.py")
+    with pytest.raises(ConfigError, match="defined twice"):
+        discover([tmp_path], entry_points=False)
+
+
+def test_missing_folder_is_an_error_unless_default(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        discover([tmp_path / "nope"], entry_points=False)
+    reg = discover([tmp_path / "nope"], entry_points=False, fallback_to_bundled=True)
+    assert set(reg.names()) == ALL_SEVEN
+    assert bundled_tasks_dir().is_dir()
+
+
+def test_data_folder_and_private_files_are_not_scanned(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "junk.py").write_text("raise SystemExit('should not be imported')")
+    (tmp_path / "_helpers.py").write_text("raise SystemExit('should not be imported')")
+    assert len(discover([tmp_path], entry_points=False)) == 0
+
+
+def test_entry_point_group(tmp_path, monkeypatch):
+    """A real installed distribution (a .dist-info on sys.path) registering a task module."""
+    pkg = tmp_path / "site"
+    (pkg / "myplugin").mkdir(parents=True)
+    (pkg / "myplugin" / "__init__.py").write_text(textwrap.dedent('''
+        from evalkit import task, verdict
+
+        @task(name="plugin_echo")
+        class Echo:
+            def rows(self):
+                return [{"w": "hi"}]
+            def prompt(self, ex):
+                return ex["w"]
+            def reference(self, ex):
+                return ex["w"]
+            def check(self, ex, answer):
+                return verdict(answer == ex["w"])
+    '''))
+    dist = pkg / "myplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[evalkit.tasks]\necho = myplugin\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    reg = discover([TASKS], entry_points=True)
+    assert "plugin_echo" in reg and "addition" in reg
+    (dist / "entry_points.txt").write_text("[evalkit.tasks]\nbroken = myplugin_missing\n")
+    with pytest.raises(PluginImportError, match="entry point broken"):
+        discover([], entry_points=True)
+
+
+def test_pyproject_config(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.evalkit]\ntasks = ["checks"]\nreports = "out"\n')
+    (tmp_path / "checks").mkdir()
+    shutil.copy(TASKS / "reverse.py", tmp_path / "checks" / "reverse.py")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    cfg = load_config(sub)
+    assert cfg.tasks == ((tmp_path / "checks").resolve(),) and cfg.reports == (tmp_path / "out").resolve()
+    assert discover(cfg.tasks, entry_points=False).names() == ["reverse"]
+    (tmp_path / "pyproject.toml").write_text('[tool.evalkit]\ntasks = 3\n')
+    with pytest.raises(ConfigError, match="tool.evalkit.tasks"):
+        load_config(sub)
