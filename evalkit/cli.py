@@ -132,6 +132,90 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return ExitCode.OK if ok else ExitCode.FAILED
 
 
+def _progress_display(console: Console):
+    """A plain rich progress display: one bar per task with examples/s and ETA."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]:>9}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console, transient=False)
+    bars: dict[str, tuple[int, float, int]] = {}
+
+    def update(name: str, done: int, total: int) -> None:
+        import time
+
+        if name not in bars:
+            bars[name] = (progress.add_task(name, total=total, rate=""), time.perf_counter(), done)
+        bar, start, first = bars[name]
+        elapsed = time.perf_counter() - start
+        rate = f"{(done - first) / elapsed:,.0f} ex/s" if elapsed > 0 and done > first else ""
+        progress.update(bar, completed=done, total=total, rate=rate)
+
+    return progress, update
+
+
+def print_summary(record, console: Console) -> None:
+    """The run's per-task table (the full reports are `evalkit report`)."""
+    table = Table(title=f"run {record.run_id}", title_justify="left")
+    for col in ("task", "n", "pass rate", "95% CI", "pass@k", "target", "status", "ex/s"):
+        table.add_column(col, justify="right" if col not in ("task", "status") else "left",
+                         no_wrap=col != "status")
+    for t in record.tasks:
+        k = max(t["pass_at_k"], key=int)
+        status = {True: "[green]met", False: "[red]below", None: "—"}[t["meets_target"]]
+        if t["errors"] or t["timeouts"]:
+            status += f" [yellow]({t['errors']} err, {t['timeouts']} timeout)"
+        table.add_row(t["name"], str(t["n_samples"]), f"{t['rate']:.1%}", f"{t['low']:.1%}–{t['high']:.1%}",
+                      f"@{k} {t['pass_at_k'][k]:.1%}" if k != "1" else "—",
+                      "—" if t["target"] is None else f"{t['target']:.0%}", status,
+                      f"{t['timings']['examples_per_s']:,.0f}" if t["timings"]["examples_per_s"] else "resumed")
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .models.spec import load_backend
+    from .runner import evaluate
+
+    registry = load_registry(args)
+    tasks = registry.select(args.task or [], args.tag or ())
+    if not tasks:
+        raise NothingToRun("no tasks selected")
+    config = load_config()
+    reports = Path(args.reports_dir) if args.reports_dir else config.reports
+    console = _console(stderr=True)
+    with console.status(f"loading {args.model}…"):
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                               model_name=args.model_name, concurrency=args.concurrency, chat=args.chat)
+    run_dir = None
+    if args.fresh or args.run_id:
+        from .runner import run_id_for
+
+        run_id = args.run_id or run_id_for(args.model, backend.identity, {"fresh": os.urandom(4).hex()}, tasks)
+        run_dir = reports / run_id
+    progress, update = _progress_display(console)
+    with progress:
+        record = evaluate(tasks=tasks, backend=backend, model_spec=args.model, n=args.n, seed=args.seed, k=args.k,
+                          temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
+                          reports_dir=reports, progress=update, check_timeout=args.check_timeout)
+    out = _console()
+    print_summary(record, out)
+    out.print(f"record: {record.path / 'record.json'}", highlight=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from .runner import rescore
+
+    registry = load_registry(args)
+    record = rescore(Path(args.run), registry=registry, check_timeout=args.check_timeout)
+    out = _console()
+    print_summary(record, out)
+    out.print(f"rescored without generating: {record.path / 'record.json'}", highlight=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
@@ -165,6 +249,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples", type=int, default=100, help="hypothesis examples per property (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_selftest)
+
+    p = sub.add_parser("run", parents=[common], help="evaluate a model on tasks (journaled, resumable)")
+    p.add_argument("--model", required=True, help="hf:PATH | openai:URL | python:MODULE:FUNCTION | oracle")
+    p.add_argument("--task", action="append", metavar="TASK", help="name, glob or tag:NAME (repeatable; default all)")
+    p.add_argument("--tag", action="append")
+    p.add_argument("-n", type=int, default=100, help="examples per task (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-k", type=int, default=1, help="samples per example, for pass@k (needs --temperature > 0)")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--split", choices=["eval", "train"], default="eval")
+    p.add_argument("--level", type=int)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, help="override every task's setting")
+    p.add_argument("--device", help="hf: cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: weights dtype")
+    p.add_argument("--model-name", help="openai: the served model's name (default: the first listed)")
+    p.add_argument("--chat", action="store_true", help="openai: use /v1/chat/completions")
+    p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--check-timeout", type=float, default=30.0, help="seconds per check before TIMEOUT")
+    p.add_argument("--reports-dir", help="default: [tool.evalkit] reports, else ./reports")
+    p.add_argument("--run-id", help="run folder name (default: derived from model and settings, so the "
+                                    "same command resumes the same run)")
+    p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rescore", parents=[common], help="re-apply the current checkers to a run; no generation")
+    p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
+    p.add_argument("--check-timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_rescore)
     return parser
 
 

@@ -61,6 +61,7 @@ def regex(pattern: str, group: int | str = 0, flags: str = "", last: bool = Fals
 
 
 _decoder = json.JSONDecoder()
+_MAX_JSON_ATTEMPTS = 64
 
 
 def find_json(text: str) -> Any:
@@ -69,13 +70,20 @@ def find_json(text: str) -> Any:
     Raises:
         ValueError: when there is none.
     """
+    # A JSON value ends with its closing bracket: nothing after the last one can belong to it.
+    # Capping failed attempts keeps hostile outputs ("{" * 100_000) linear instead of quadratic.
+    end = max(text.rfind("}"), text.rfind("]")) + 1
+    text = text[:end]
+    attempts = 0
     for i, ch in enumerate(text):
         if ch in "{[":
             try:
                 value, _ = _decoder.raw_decode(text, i)
                 return value
             except json.JSONDecodeError:
-                continue
+                attempts += 1
+                if attempts >= _MAX_JSON_ATTEMPTS:
+                    break
     raise ValueError("no JSON object or array found")
 
 

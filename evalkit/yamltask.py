@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import string
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -193,6 +194,10 @@ class YamlTask:
         return self._extract(cut_at_stop(output, self.stop))
 
     def check(self, ex: Example, answer: str):
+        # The reference is an output (what a perfect model writes); checkers compare answers,
+        # so they see the reference through the same extraction as the model's output.
+        if ex.reference is not None:
+            ex = replace(ex, reference=self.extract(ex.reference))
         return self._check(ex, answer)
 
 

@@ -66,7 +66,7 @@ def test_wrong_field_type_names_file_and_field():
     (BASE.replace("check: exact", "check: exakt"), "check.name", "unknown checker 'exakt'"),
     (BASE.replace("check: exact", "check: {name: regex, mode: sideways, pattern: x}"), "check", "mode"),
     (BASE.replace("rows.jsonl", "missing.jsonl"), "data", "data file not found"),
-    (BASE + "extract: {type: regex}\n", "extract", ""),
+    (BASE + "extract: {type: regex}\n", "extract.pattern", "required field is missing"),
     (BASE.replace("{q}", "{question}"), None, "no field 'question'"),
     (BASE.replace("{q}", "{q.attr}"), "prompt", "plain field name"),
     ("name: [unclosed\n", None, "not valid YAML"),
@@ -99,7 +99,7 @@ def test_json_extract_checks_schema_and_values():
     t = load_yaml_task(TASKS / "json_extract.yaml")
     ex = t.examples("eval")[0]
     ans = json.loads(ex.reference)
-    assert score(t, ex, "```json\n" + json.dumps(ans, indent=2).replace("\n", " ") + "```").verdict.passed
+    assert score(t, ex, "```json " + json.dumps(ans, indent=2).replace("\n", " ") + "```").verdict.passed
     wrong_age = dict(ans, age=ans["age"] + 1)
     assert not score(t, ex, json.dumps(wrong_age)).verdict.passed
     assert not score(t, ex, json.dumps({"name": ans["name"]})).verdict.passed

@@ -1,0 +1,32 @@
+"""Model backends: the one contract (`ModelBackend`) and its implementations.
+
+`base` and `python` import no torch. `hf` (Hugging Face models) and `tiny` (tiny models
+built from a config, for tests and the embedded default) import torch/transformers; they
+are loaded on first attribute access, so `import evalkit.models` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import GenerationStats, ModelBackend
+from .python import PythonCallableBackend
+
+_LAZY = {
+    "HFBackend": "hf",
+    "build_char_tokenizer": "tiny",
+    "tiny_llama": "tiny",
+    "tiny_gpt2": "tiny",
+    "save_model": "tiny",
+    "load_model": "tiny",
+}
+
+__all__ = ["GenerationStats", "ModelBackend", "PythonCallableBackend", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

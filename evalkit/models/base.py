@@ -1,0 +1,94 @@
+"""The model contract: what the runner needs from anything that writes text.
+
+A backend turns prompts into raw continuations, like the OpenAI completions API: the
+prompt is not repeated, and each continuation is already cut before its first stop
+string. It also names itself with a stable `identity` (a fingerprint of the weights, or
+an endpoint + model name) that the runner puts in every journal key, so a changed model
+never reuses another model's samples.
+
+This module imports no torch: the core imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..task import GenerationConfig
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Counters of one `generate` call (or a sum of several, with `+`).
+
+    Attributes:
+        prompts: prompts asked for.
+        samples: continuations returned (prompts x num_samples).
+        prompt_tokens: tokens fed to the model as prompts, one count per generated row
+            (0 when the backend has no tokenizer, e.g. a Python callable).
+        generated_tokens: tokens the model produced, up to and including the one that
+            ended each row (EOS or the token completing a stop string).
+        seconds: wall time of the call.
+        batches: forward batches run.
+        truncated_prompts: prompts cut from the left to fit the model's context.
+    """
+
+    prompts: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    truncated_prompts: int = 0
+
+    def __add__(self, other: "GenerationStats") -> "GenerationStats":
+        return GenerationStats(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                                  for f in fields(self)})
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of wall time (0.0 when nothing was timed)."""
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Anything that can answer prompts for the runner.
+
+    Attributes:
+        identity: a stable fingerprint of the model that changes whenever its outputs may
+            change (for in-memory weights: a hash of every tensor's bytes, recomputed when
+            read). Read it once per evaluation.
+        last_stats: counters of the latest `generate` call.
+    """
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def last_stats(self) -> GenerationStats: ...
+
+    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+                 num_samples: int = 1) -> list[list[str]]:
+        """Continue each prompt `num_samples` times.
+
+        Args:
+            prompts: the prompts, in any order; the output keeps it.
+            config: max new tokens, stop strings, temperature (0 = greedy) and top_p.
+            seed: makes sampling reproducible; greedy ignores it.
+            num_samples: continuations per prompt.
+
+        Returns:
+            One list per prompt of `num_samples` raw continuations (prompt excluded), each
+            cut before the first stop string (`evalkit.extract.cut_at_stop`).
+        """
+        ...

@@ -1,0 +1,78 @@
+"""Model specs on the command line: `hf:PATH`, `openai:URL`, `python:module:function`, `oracle`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, EvalkitError, ExitCode
+
+SCHEMES = ("hf:PATH", "openai:URL", "python:MODULE:FUNCTION", "oracle")
+
+
+class ModelLoadError(EvalkitError):
+    """The model could not be loaded or reached (exit 3)."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+def load_backend(spec: str, *, device: str | None = None, dtype: str | None = None, batch_size: int = 64,
+                 model_name: str | None = None, concurrency: int = 8, chat: bool = False) -> Any:
+    """A backend from a spec string.
+
+    Raises:
+        ConfigError: malformed spec (exit 2).
+        ModelLoadError: the model cannot be loaded (exit 3).
+    """
+    if spec == "oracle":
+        from .oracle import OracleBackend
+
+        return OracleBackend()
+    scheme, _, rest = spec.partition(":")
+    if not rest:
+        raise ConfigError(f"unknown model spec {spec!r}; expected one of {', '.join(SCHEMES)}", field="--model")
+    if scheme == "hf":
+        path = Path(rest).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{path} is not a local Hugging Face model folder (no config.json); evalkit never "
+                              "downloads models", field="--model")
+        try:
+            import torch
+
+            from .hf import HFBackend
+
+            torch_dtype = getattr(torch, dtype) if dtype else None
+            return HFBackend.from_path(path, device=device or "cpu", dtype=torch_dtype, batch_size=batch_size)
+        except ImportError as exc:
+            raise ModelLoadError(f"hf models need the [train] extra (torch, transformers): {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any load failure is an infrastructure error
+            raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+    if scheme == "openai":
+        from .openai import OpenAIBackend
+
+        try:
+            return OpenAIBackend(rest, model_name, concurrency=concurrency, chat=chat)
+        except EvalkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot reach {rest}: {type(exc).__name__}: {exc}") from None
+    if scheme == "python":
+        module_name, _, func = rest.rpartition(":")
+        if not module_name or not func:
+            raise ConfigError(f"expected python:MODULE:FUNCTION, got {spec!r}", field="--model")
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))  # like `python -m`, the working directory's modules
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        fn = getattr(module, func, None)
+        if not callable(fn):
+            raise ConfigError(f"{module_name} has no callable {func!r}", field="--model")
+        from .python import PythonCallableBackend
+
+        return PythonCallableBackend(fn)
+    raise ConfigError(f"unknown model scheme {scheme!r} in {spec!r}; expected one of {', '.join(SCHEMES)}",
+                      field="--model")

@@ -1,0 +1,130 @@
+"""Run records: the plain-data result of one evaluation, validated against a versioned schema.
+
+The runner writes them, reports render them, the gate judges them, and the fine-tune loop
+writes one per evaluation. On disk a run is a folder: `record.json` (the summary, schema
+`evalkit/schemas/record.schema.json`), `samples.jsonl` (every sample, in order) and the
+`journal.jsonl` it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+SAMPLES_FILE = "samples.jsonl"
+
+
+@dataclass
+class RunRecord:
+    """A run record. `data` is the JSON document; helpers read the common parts.
+
+    Attributes:
+        data: the record as plain data (what `record.json` holds).
+        path: the run folder it was read from or saved to, if any.
+    """
+
+    data: dict[str, Any]
+    path: Path | None = None
+    _samples: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return self.data["tasks"]
+
+    def task(self, name: str) -> dict[str, Any]:
+        for t in self.tasks:
+            if t["name"] == name:
+                return t
+        raise KeyError(f"task {name!r} is not in run {self.run_id}; tasks: {[t['name'] for t in self.tasks]}")
+
+    def rate(self, name: str) -> float:
+        return self.task(name)["rate"]
+
+    @property
+    def pass_rate(self) -> float:
+        """The pass rate over all samples of all tasks."""
+        n = sum(t["n_samples"] for t in self.tasks)
+        return sum(t["passes"] for t in self.tasks) / n if n else 0.0
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        """Every sample: from memory, or streamed from samples.jsonl beside the record."""
+        if self.data.get("samples") is not None:
+            yield from self.data["samples"]
+        elif self._samples is not None:
+            yield from self._samples
+        elif self.path is not None and self.data.get("samples_file"):
+            with open(self.path / self.data["samples_file"], encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        yield json.loads(line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def save(self, folder: Path, samples: list[dict[str, Any]] | None = None) -> Path:
+        """Write record.json (and samples.jsonl when samples are given) atomically into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if samples is not None:
+            _atomic_write(folder / SAMPLES_FILE,
+                          "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+            self.data["samples_file"] = SAMPLES_FILE
+            self._samples = samples
+        validate_record(self.data, folder / RECORD_FILE)
+        _atomic_write(folder / RECORD_FILE, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
+        self.path = folder
+        return folder / RECORD_FILE
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_record(data: Any, file: Path | str = "<record>") -> None:
+    """Validate against the shipped record schema; ConfigError naming the field otherwise."""
+    from .yamltask import validate
+
+    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise ConfigError(f"record schema version {data.get('schema_version')!r} is not supported "
+                          f"(this evalkit reads version {SCHEMA_VERSION})", file=file, field="schema_version")
+    validate(data, "record", Path(file))
+
+
+def load_record(path: Path | str) -> RunRecord:
+    """Read a run record from a run folder or a record.json, validating it.
+
+    Raises:
+        ConfigError: missing, unreadable or invalid record (names the file and field).
+    """
+    path = Path(path)
+    file = path / RECORD_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError("no run record here (expected a run folder holding record.json, or the file)", file=path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read run record: {exc}", file=file) from None
+    validate_record(data, file)
+    return RunRecord(data, file.parent)
