@@ -216,6 +216,26 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .record import load_record
+    from .runner import compare_records
+
+    a, b = load_record(Path(args.baseline)), load_record(Path(args.candidate))
+    comparisons = compare_records(a, b, alpha=args.alpha)
+    if not comparisons:
+        raise NothingToRun("the two runs share no task examples")
+    table = Table(title=f"{b.run_id} vs {a.run_id} (exact McNemar, alpha {args.alpha:g})", title_justify="left")
+    for col in ("task", "shared", "baseline", "candidate", "diff", "only base", "only cand", "p", "verdict"):
+        table.add_column(col, justify="left" if col in ("task", "verdict") else "right", no_wrap=True)
+    colours = {"better": "green", "worse": "red"}
+    for name, c in comparisons.items():
+        table.add_row(name, str(c.n_shared), f"{c.rate_a:.1%}", f"{c.rate_b:.1%}", f"{c.diff:+.1%}",
+                      str(c.only_a), str(c.only_b), f"{c.p_value:.3g}",
+                      f"[{colours.get(c.verdict, 'default')}]{c.verdict}")
+    _console().print(table)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
@@ -279,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
     p.add_argument("--check-timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_rescore)
+
+    p = sub.add_parser("compare", help="paired test of two runs on their shared examples")
+    p.add_argument("baseline", help="run folder or record.json")
+    p.add_argument("candidate", help="run folder or record.json")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ class RunRecord:
 
     data: dict[str, Any]
     path: Path | None = None
-    _samples: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -63,8 +62,6 @@ class RunRecord:
         """Every sample: from memory, or streamed from samples.jsonl beside the record."""
         if self.data.get("samples") is not None:
             yield from self.data["samples"]
-        elif self._samples is not None:
-            yield from self._samples
         elif self.path is not None and self.data.get("samples_file"):
             with open(self.path / self.data["samples_file"], encoding="utf-8") as fh:
                 for line in fh:
@@ -82,7 +79,6 @@ class RunRecord:
             _atomic_write(folder / SAMPLES_FILE,
                           "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
             self.data["samples_file"] = SAMPLES_FILE
-            self._samples = samples
         validate_record(self.data, folder / RECORD_FILE)
         _atomic_write(folder / RECORD_FILE, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
         self.path = folder

@@ -30,7 +30,7 @@ from . import stats
 from .errors import ConfigError, NothingToRun
 from .example import Example
 from .journal import Journal, sample_key
-from .record import SCHEMA_VERSION, RunRecord
+from .record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord
 from .scoring import DEFAULT_CHECK_TIMEOUT, score
 from .task import GenerationConfig, Task
 
@@ -188,11 +188,17 @@ def evaluate(
     start = time.perf_counter()
     journal = Journal(Path(run_dir) / JOURNAL_FILE) if run_dir else None
     workers = check_workers or min(8, os.cpu_count() or 1)
-    task_results, all_samples = [], []
+    task_results: list[dict[str, Any]] = []
+    all_samples: list[dict[str, Any]] = []
     total_gen = total_check = 0.0
+    # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
+    # every sample in memory); the file is renamed into place only when the run is complete.
+    samples_tmp = Path(run_dir) / f".{SAMPLES_FILE}.partial" if run_dir else None
+    sink = None
     try:
         if journal is not None:
             journal.__enter__()
+            sink = open(samples_tmp, "w", encoding="utf-8")
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score") as pool:
             for task in task_list:
                 result, samples = _run_task(task, backend, identity, journal, pool, n=n, seed=seed, k=k,
@@ -200,10 +206,18 @@ def evaluate(
                                             batch_size=batch_size, max_new_tokens=max_new_tokens,
                                             check_timeout=check_timeout, progress=progress)
                 task_results.append(result)
-                all_samples.extend(samples)
+                if sink is not None:
+                    sink.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+                elif keep_samples:
+                    all_samples.extend(samples)
                 total_gen += result["timings"]["generate_s"]
                 total_check += result["timings"]["check_s"]
+        if sink is not None:
+            sink.flush()
+            os.fsync(sink.fileno())
     finally:
+        if sink is not None:
+            sink.close()
         if journal is not None:
             journal.close()
     data = {
@@ -218,7 +232,9 @@ def evaluate(
     }
     record = RunRecord(data)
     if run_dir:
-        record.save(Path(run_dir), samples=all_samples)
+        os.replace(samples_tmp, Path(run_dir) / SAMPLES_FILE)
+        data["samples_file"] = SAMPLES_FILE
+        record.save(Path(run_dir))
     elif keep_samples:
         data["samples"] = all_samples
     return record
@@ -368,3 +384,24 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     record.data["meta"] = {**record.data.get("meta", {}), "rescored_at": _now()}
     record.save(folder, samples=all_samples)
     return record
+
+
+def compare_records(a: RunRecord, b: RunRecord, *, alpha: float = 0.05) -> dict[str, "stats.PairedComparison"]:
+    """Paired comparison of two runs, task by task, on the examples both ran (b relative to a).
+
+    An example passes when any of its samples passes (pass@k with the run's k) — for k = 1
+    runs that is the plain verdict. Uses the exact McNemar test.
+    """
+    def by_example(record: RunRecord) -> dict[str, dict[str, bool]]:
+        out: dict[str, dict[str, bool]] = {}
+        for s in record.samples():
+            d = out.setdefault(s["task"], {})
+            d[s["example_id"]] = d.get(s["example_id"], False) or s["status"] == "PASS"
+        return out
+
+    pa, pb = by_example(a), by_example(b)
+    result = {}
+    for name in sorted(set(pa) & set(pb)):
+        if set(pa[name]) & set(pb[name]):
+            result[name] = stats.paired_compare(pa[name], pb[name], alpha=alpha)
+    return result

@@ -209,3 +209,16 @@ def test_cli_run_errors(run_cli, tmp_path, args, code, text):
     out = run_cli("run", *args, "-n", "3", "--reports-dir", str(tmp_path))
     assert out.returncode == code, out.stderr
     assert text in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_records_paired(tmp_path, run_cli):
+    from evalkit.runner import compare_records
+
+    a = evaluate(tasks=[ADDITION], backend=PythonCallableBackend(adder), n=120, run_dir=tmp_path / "a")
+    b = evaluate(tasks=[ADDITION], backend=OracleBackend(), n=120, run_dir=tmp_path / "b")
+    [(name, c)] = compare_records(load_record(tmp_path / "a"), load_record(tmp_path / "b")).items()
+    assert name == "addition" and c.n_shared == 120 and c.only_a == 0 and c.only_b == 120 - a.task(name)["passes"]
+    assert c.verdict == "better" and c.p_value < 1e-6
+    assert compare_records(b, b)["addition"].verdict == "no significant difference"
+    out = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert out.returncode == 0 and "better" in out.stdout
