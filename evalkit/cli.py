@@ -20,7 +20,7 @@ from . import __version__
 from ._text import safe_text
 from .config import load_config
 from .discovery import Registry, discover
-from .errors import EvalkitError, ExitCode, NothingToRun
+from .errors import ConfigError, EvalkitError, ExitCode, NothingToRun
 
 
 class _Parser(argparse.ArgumentParser):
@@ -236,6 +236,64 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from . import gate as gate_mod
+    from .record import load_record
+
+    if bool(args.run) == bool(args.model):
+        raise ConfigError("give either a run (evalkit gate RUN) or --model SPEC, not both or neither",
+                          field="RUN/--model")
+    config = load_config()
+    gate_config = None
+    if args.config or config.raw.get("gate"):
+        gate_config = gate_mod.load_gate(Path(args.config) if args.config else None, config.raw.get("gate"),
+                                         config.pyproject)
+    if args.run:
+        record = load_record(Path(args.run))
+    else:
+        from .models.spec import load_backend
+        from .runner import evaluate
+
+        registry = load_registry(args)
+        names = list(gate_config.rules) if gate_config else (args.task or [])
+        if not names:
+            raise ConfigError("name the tasks: a gate config, or --task", field="--config")
+        if gate_config:
+            # A gated task nobody defines is a configuration error (exit 2), unless it is optional.
+            tasks = [registry.get(n) for n in names if n in registry or gate_config.rules[n].required]
+        else:
+            tasks = registry.select(names)
+        run = gate_config.run if gate_config else {}
+        console = _console(stderr=True)
+        backend = load_backend(args.model, device=args.device, batch_size=run.get("batch_size", 64))
+        progress, update = _progress_display(console)
+        with progress:
+            record = evaluate(tasks=tasks, backend=backend, model_spec=args.model,
+                              n=args.n or run.get("n", 200), seed=run.get("seed", 0), k=run.get("k", 1),
+                              temperature=run.get("temperature", 0.0), level=run.get("level"),
+                              batch_size=run.get("batch_size", 64),
+                              reports_dir=Path(args.reports_dir) if args.reports_dir else config.reports,
+                              progress=update)
+    if gate_config is None:
+        gate_config = gate_mod.default_config_for(record)
+    result = gate_mod.judge(record, gate_config)
+    out = _console()
+    table = Table(title=f"gate on run {record.run_id} (rules: {result.source})", title_justify="left")
+    for col in ("task", "result", "why"):
+        table.add_column(col, overflow="fold", no_wrap=col != "why")
+    for o in result.outcomes:
+        label = "[green]PASS" if o.passed else f"[red]FAIL[/] (exit {int(o.code)})"
+        table.add_row(o.task, label, safe_text("; ".join(o.reasons)))
+    out.print(table)
+    verdict = "[green]gate passed" if result.passed else f"[red]gate FAILED[/] (exit {int(result.exit_code)})"
+    out.print(verdict)
+    if args.junit:
+        Path(args.junit).write_text(gate_mod.to_junit(result), encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).write_text(gate_mod.to_markdown(result), encoding="utf-8")
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
@@ -305,6 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("candidate", help="run folder or record.json")
     p.add_argument("--alpha", type=float, default=0.05)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("gate", parents=[common], help="judge a run (or a fresh run of --model) against the gate")
+    p.add_argument("run", nargs="?", help="an existing run folder or record.json")
+    p.add_argument("--model", help="evaluate this model first (hf:PATH | openai:URL | python:M:F | oracle)")
+    p.add_argument("--config", help="gate YAML (default: [tool.evalkit.gate], else each task's own target)")
+    p.add_argument("--task", action="append", help="with --model and no config: tasks to run")
+    p.add_argument("-n", type=int, help="examples per task with --model (default: the config's run.n, else 200)")
+    p.add_argument("--device")
+    p.add_argument("--reports-dir")
+    p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
+    p.add_argument("--markdown", metavar="FILE", help="write the gate's result as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    p.set_defaults(func=cmd_gate)
     return parser
 
 

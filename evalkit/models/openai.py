@@ -1,0 +1,315 @@
+"""An OpenAI-compatible HTTP server as a `ModelBackend` (vLLM, SGLang, TGI, llama.cpp,
+`transformers serve`, OpenAI itself).
+
+Standard library only (urllib): the core gains no dependency. Each continuation is one
+request with `n` left out (servers disagree on `n`; several ignore it), sent from a
+bounded thread pool; sample `i` of a call with seed `s` asks for `seed = s + i`, which
+servers that honour `seed` use to make sampling reproducible. Greedy requests
+(temperature 0) are sent once per prompt and shared by all its samples, as `HFBackend`
+does. Every returned text is cut locally at the first stop string, since servers differ
+in whether they include it, and at most four stop strings (OpenAI's limit) are sent.
+
+Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and
+jitter (honouring a numeric `Retry-After`); other 4xx answers fail at once. Both end in a
+`BackendError` that names the URL and the last error; the API key never appears in one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EvalkitError, ExitCode
+from ..extract import cut_at_stop
+from .base import GenerationStats
+
+if TYPE_CHECKING:
+    from ..task import GenerationConfig
+
+#: OpenAI accepts at most this many stop sequences per request.
+MAX_STOP = 4
+#: Characters of a server's error body kept in an error message.
+_MESSAGE_CHARS = 300
+#: Longest wait a server's Retry-After header may impose between two attempts.
+_MAX_RETRY_AFTER = 60.0
+#: Failures worth another attempt: refused/reset connections, timeouts and URLError are
+#: all OSErrors; HTTPException covers answers cut short (RemoteDisconnected, IncompleteRead).
+_RETRYABLE_EXC = (OSError, http.client.HTTPException)
+
+
+class BackendError(EvalkitError):
+    """A model server failed: unreachable, timing out, or answering with an error.
+
+    Attributes:
+        url: the URL of the failed request.
+        status: the HTTP status of the last answer (None when there was none).
+    """
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, url: str, status: int | None = None):
+        super().__init__(message)
+        self.url, self.status = url, status
+
+
+class _Retryable(Exception):
+    """One failed attempt that may succeed if repeated."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+def _normalize_base(base_url: str) -> str:
+    base = base_url.strip().rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+    return base
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "..."
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own message from an error body ({"error": {"message": ...}}, {"detail": ...})."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _short(text)
+    if isinstance(data, dict):
+        for key in ("error", "detail", "message"):
+            value = data.get(key)
+            if isinstance(value, dict) and "message" in value:
+                value = value["message"]
+            if value:
+                return _short(value if isinstance(value, str) else json.dumps(value))
+    return _short(text)
+
+
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible endpoint.
+
+    Args:
+        base_url: the server's root, with or without a trailing "/v1"
+            ("http://127.0.0.1:8000" and "http://127.0.0.1:8000/v1/" are the same).
+        model: the model name to ask for; None takes the first id that GET /v1/models
+            lists (asked once, on first use).
+        api_key: sent as "Authorization: Bearer ..."; defaults to $OPENAI_API_KEY, else none.
+        chat: use /v1/chat/completions with the prompt as one user message (the server
+            applies the model's chat template) instead of /v1/completions.
+        concurrency: requests in flight at once.
+        timeout: seconds per request for connecting and for each read of the answer.
+        max_retries: retries after the first attempt of a request.
+        backoff: seconds before the first retry; doubled for each further one, plus up to
+            25 % jitter.
+
+    `identity` is "openai:<base>#<model>" (base without "/v1"), with "#chat" appended in
+    chat mode because the chat template changes what the model sees.
+    """
+
+    def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
+                 chat: bool = False, concurrency: int = 8, timeout: float = 60.0,
+                 max_retries: int = 4, backoff: float = 0.5):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff < 0:
+            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        self.base_url = _normalize_base(base_url)
+        self.chat = chat
+        self.concurrency, self.timeout = concurrency, timeout
+        self.max_retries, self.backoff = max_retries, backoff
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        self._model = model
+        self._model_lock = threading.Lock()
+        self._opener = urllib.request.build_opener()  # honours *_proxy / no_proxy like curl
+        self._stats = GenerationStats()
+
+    def __repr__(self) -> str:  # never shows the key
+        return (f"OpenAIBackend({self.base_url!r}, model={self._model!r}, chat={self.chat}, "
+                f"concurrency={self.concurrency})")
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model name, asked of GET /v1/models once when none was given."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = self._discover_model()
+        return self._model
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.base_url}#{self.model}" + ("#chat" if self.chat else "")
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        return self._stats
+
+    def _discover_model(self) -> str:
+        url = f"{self.base_url}/v1/models"
+        data = self._request("GET", url, None, threading.Event())
+        models = data.get("data") if isinstance(data, dict) else None
+        ids = [m.get("id") for m in models or [] if isinstance(m, dict) and m.get("id")]
+        if not ids:
+            raise BackendError(f"{url} lists no models; pass the model name explicitly "
+                               f"(answer: {_short(json.dumps(data))})", url=url)
+        return str(ids[0])
+
+    # -- generation -------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+                 num_samples: int = 1) -> list[list[str]]:
+        """See `ModelBackend.generate`.
+
+        Raises:
+            ValueError: when `config.max_new_tokens` is None or < 1, or num_samples < 1.
+            BackendError: when a request fails for good (after retries where retrying helps).
+        """
+        if config.max_new_tokens is None or config.max_new_tokens < 1:
+            raise ValueError("config.max_new_tokens must be a positive int (the runner sizes it)")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        start = time.perf_counter()
+        prompts = list(prompts)
+        model = self.model  # discover before starting threads
+        sampling = config.temperature > 0
+        per_prompt = num_samples if sampling else 1  # greedy rows are shared by all samples
+        jobs = [(p, s) for p in range(len(prompts)) for s in range(per_prompt)]
+        url = f"{self.base_url}/v1/chat/completions" if self.chat else f"{self.base_url}/v1/completions"
+        stop = list(dict.fromkeys(s for s in config.stop if s))[:MAX_STOP]
+        abort = threading.Event()  # set on the first failure: queued retries give up early
+
+        def one(job: tuple[int, int]) -> tuple[str, int, int]:
+            p, s = job
+            body: dict[str, Any] = {"model": model, "max_tokens": config.max_new_tokens,
+                                    "temperature": config.temperature, "top_p": config.top_p,
+                                    "seed": seed + s}
+            if self.chat:
+                body["messages"] = [{"role": "user", "content": prompts[p]}]
+            else:
+                body["prompt"] = prompts[p]
+            if stop:
+                body["stop"] = stop
+            return self._parse(self._request("POST", url, body, abort), url)
+
+        results: list[tuple[str, int, int]] = [("", 0, 0)] * len(jobs)
+        if jobs:
+            pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)),
+                                      thread_name_prefix="evalkit-openai")
+            try:
+                futures = {pool.submit(one, job): i for i, job in enumerate(jobs)}
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = next((f for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    abort.set()
+                    raise failed.exception()  # type: ignore[misc]
+                for f, i in futures.items():
+                    results[i] = f.result()
+            finally:
+                abort.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        out: list[list[str]] = [[] for _ in prompts]
+        for (p, _), (text, _, _) in zip(jobs, results):
+            out[p].append(cut_at_stop(text, config.stop))
+        if not sampling:
+            out = [row * num_samples for row in out]
+        self._stats = GenerationStats(
+            prompts=len(prompts), samples=len(prompts) * num_samples,
+            prompt_tokens=sum(r[1] for r in results), generated_tokens=sum(r[2] for r in results),
+            seconds=time.perf_counter() - start)
+        return out
+
+    def _parse(self, data: Any, url: str) -> tuple[str, int, int]:
+        """(text, prompt tokens, completion tokens) of one answer."""
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if self.chat else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{url}: unexpected answer (no choices[0]."
+                               f"{'message.content' if self.chat else 'text'}): "
+                               f"{_short(json.dumps(data))}", url=url) from None
+        usage = data.get("usage") or {}
+        return (text or "", int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0))
+
+    # -- HTTP -------------------------------------------------------------------------
+    def _request(self, method: str, url: str, body: dict[str, Any] | None,
+                 abort: threading.Event) -> Any:
+        """One JSON request, retried on connection errors, timeouts, 429 and 5xx."""
+        last, status, retry_after, tries = "no attempt made", None, None, 0
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random())
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, _MAX_RETRY_AFTER))
+                if abort.wait(delay):  # another request failed for good: stop trying
+                    break
+            tries += 1
+            try:
+                return self._once(method, url, body)
+            except _Retryable as e:
+                last, status, retry_after = str(e), e.status, e.retry_after
+        raise BackendError(f"{method} {url} failed after {tries} attempt{'s' * (tries != 1)}: {last}",
+                           url=url, status=status)
+
+    def _once(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            try:
+                message = _error_message(e.read())
+            except (OSError, http.client.HTTPException):
+                message = e.reason if isinstance(e.reason, str) else ""
+            finally:
+                e.close()
+            if e.code == 429 or e.code >= 500:
+                raise _Retryable(f"HTTP {e.code}: {message}", e.code,
+                                 _retry_after(e.headers.get("Retry-After"))) from None
+            raise BackendError(f"{method} {url}: HTTP {e.code}: {message}", url=url,
+                               status=e.code) from None
+        except _RETRYABLE_EXC as e:
+            reason = getattr(e, "reason", None) or e
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                reason = f"timed out after {self.timeout:g} s"
+            raise _Retryable(f"{type(e).__name__}: {reason}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BackendError(f"{method} {url}: answer is not JSON: "
+                               f"{_short(raw.decode('utf-8', 'replace'))}", url=url) from None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:  # an HTTP date: rare from model servers, use our own backoff
+        return None

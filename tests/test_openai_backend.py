@@ -1,0 +1,442 @@
+"""OpenAIBackend against real HTTP servers on 127.0.0.1.
+
+Two kinds of server: `transformers serve` on a tiny local model (the real thing: greedy
+output must equal HFBackend's), and a small http.server written here that answers 429,
+5xx, 400 or nothing on demand — failures a real model server will not produce when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalkit.errors import EvalkitError, ExitCode
+from evalkit.models import ModelBackend
+from evalkit.models.openai import MAX_STOP, BackendError, OpenAIBackend
+from evalkit.task import GenerationConfig
+
+CFG = GenerationConfig(max_new_tokens=8, stop=("\n",))
+
+
+# -- a scriptable HTTP server ---------------------------------------------------------
+@dataclass
+class Seen:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict/list -> JSON; bytes/str -> as is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering
+    hang: bool = False  # never answer (until the test ends)
+
+
+def completion(text: str, prompt_tokens: int = 3, completion_tokens: int = 2) -> dict:
+    return {"object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+class FakeServer:
+    """A ThreadingHTTPServer whose answers come from `handler(seen, index) -> Reply`."""
+
+    def __init__(self, handler: Callable[[Seen, int], Reply]):
+        self.handler = handler
+        self.seen: list[Seen] = []
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.release = threading.Event()  # set at teardown: hanging handlers return
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest's output clean
+                pass
+
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def _serve(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else b""
+                seen = Seen(self.command, self.path, json.loads(raw) if raw else None,
+                            {k.lower(): v for k, v in self.headers.items()})
+                with outer.lock:
+                    index = len(outer.seen)
+                    outer.seen.append(seen)
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    reply = outer.handler(seen, index)
+                    if reply.hang:
+                        outer.release.wait(30)
+                        return
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    body = reply.body
+                    if isinstance(body, (dict, list)):
+                        body = json.dumps(body)
+                    data = body.encode() if isinstance(body, str) else (body or b"")
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[Seen, int], Reply]], FakeServer]]:
+    servers: list[FakeServer] = []
+
+    def start(handler: Callable[[Seen, int], Reply]) -> FakeServer:
+        servers.append(FakeServer(handler))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def backend(server: FakeServer, **kw: Any) -> OpenAIBackend:
+    kw.setdefault("model", "m")
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("timeout", 5.0)
+    return OpenAIBackend(server.url, **kw)
+
+
+# -- the contract ---------------------------------------------------------------------
+def test_protocol_identity_and_request_shape(serve, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = serve(lambda seen, i: Reply(body=completion("42\nmore", 5, 3)))
+    b = backend(server, model="tiny")
+    assert isinstance(b, ModelBackend)
+    assert b.identity == f"openai:{server.url}#tiny"
+    assert OpenAIBackend(server.url + "/v1/", "tiny").identity == b.identity  # same endpoint
+    assert OpenAIBackend(server.url, "tiny", chat=True).identity != b.identity
+    assert OpenAIBackend(server.url, "other").identity != b.identity
+
+    config = GenerationConfig(max_new_tokens=7, stop=("\n", "", "\n", "a", "b", "c", "d"),
+                              temperature=0.0, top_p=0.9)
+    assert b.generate(["1+1="], config, seed=5) == [["42"]]  # cut locally at "\n"
+    (seen,) = server.seen
+    assert (seen.method, seen.path) == ("POST", "/v1/completions")
+    assert seen.body == {"model": "tiny", "prompt": "1+1=", "max_tokens": 7, "temperature": 0.0,
+                         "top_p": 0.9, "seed": 5, "stop": ["\n", "a", "b", "c"]}
+    assert len(seen.body["stop"]) == MAX_STOP
+    assert "authorization" not in seen.headers
+    stats = b.last_stats
+    assert (stats.prompts, stats.samples, stats.prompt_tokens, stats.generated_tokens) == (1, 1, 5, 3)
+    assert stats.seconds > 0
+
+
+def test_stops_beyond_the_fourth_are_cut_locally(serve):
+    server = serve(lambda seen, i: Reply(body=completion("abc|def")))
+    config = GenerationConfig(max_new_tokens=7, stop=("w", "x", "y", "z", "|"))
+    assert backend(server).generate(["p"], config) == [["abc"]]
+    assert server.seen[0].body["stop"] == ["w", "x", "y", "z"]
+
+
+def test_chat_mode(serve):
+    def handler(seen: Seen, i: int) -> Reply:
+        content = seen.body["messages"][0]["content"]
+        return Reply(body={"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                 "content": content.upper() + "\nx"}}],
+                           "usage": {"prompt_tokens": 4, "completion_tokens": 6}})
+
+    server = serve(handler)
+    b = backend(server, chat=True)
+    assert b.generate(["hi", "yo"], CFG) == [["HI"], ["YO"]]
+    assert {s.path for s in server.seen} == {"/v1/chat/completions"}
+    assert sorted(json.dumps(s.body["messages"]) for s in server.seen) == [
+        json.dumps([{"role": "user", "content": p}]) for p in ("hi", "yo")]
+    assert "prompt" not in server.seen[0].body
+    assert b.last_stats.generated_tokens == 12
+    assert b.identity.endswith("#chat")
+
+
+def test_api_key_header_and_never_in_messages(serve, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    server = serve(lambda seen, i: Reply(400, {"error": {"message": "bad model"}}))
+    b = backend(server)
+    with pytest.raises(BackendError) as err:
+        b.generate(["p"], CFG)
+    assert server.seen[0].headers["authorization"] == "Bearer sk-from-env"
+    assert "sk-from-env" not in str(err.value) and "sk-from-env" not in repr(b)
+    with pytest.raises(BackendError):  # an explicit key wins over the environment's
+        backend(server, api_key="sk-explicit").generate(["p"], CFG)
+    assert server.seen[-1].headers["authorization"] == "Bearer sk-explicit"
+
+
+def test_max_new_tokens_required(serve):
+    server = serve(lambda seen, i: Reply(body=completion("x")))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        backend(server).generate(["p"], GenerationConfig(max_new_tokens=None))
+    with pytest.raises(ValueError, match="num_samples"):
+        backend(server).generate(["p"], CFG, num_samples=0)
+    assert backend(server).generate([], CFG) == []
+    assert server.seen == []
+
+
+# -- model discovery ------------------------------------------------------------------
+def test_model_discovered_from_v1_models(serve):
+    def handler(seen: Seen, i: int) -> Reply:
+        if seen.path == "/v1/models":
+            return Reply(body={"object": "list", "data": [{"id": "first", "object": "model"},
+                                                          {"id": "second", "object": "model"}]})
+        return Reply(body=completion(seen.body["model"]))
+
+    server = serve(handler)
+    b = OpenAIBackend(server.url + "/v1")
+    assert b.identity == f"openai:{server.url}#first"
+    assert b.generate(["a", "b"], CFG) == [["first"], ["first"]]
+    assert [s.path for s in server.seen].count("/v1/models") == 1  # asked once
+
+
+def test_no_models_listed_is_a_clear_error(serve):
+    server = serve(lambda seen, i: Reply(body={"object": "list", "data": []}))
+    with pytest.raises(BackendError, match="lists no models"):
+        OpenAIBackend(server.url).identity
+
+
+# -- retries, errors, timeouts --------------------------------------------------------
+@pytest.mark.parametrize("status", [503, 429])
+def test_transient_errors_are_retried(serve, status):
+    server = serve(lambda seen, i: Reply(status, {"error": "busy"}) if i < 2 else Reply(body=completion("ok")))
+    assert backend(server).generate(["p"], CFG) == [["ok"]]
+    assert len(server.seen) == 3
+
+
+def test_retry_after_is_honoured(serve):
+    server = serve(lambda seen, i: Reply(429, {"error": "slow down"}, {"Retry-After": "0.4"})
+                   if i == 0 else Reply(body=completion("ok")))
+    start = time.perf_counter()
+    assert backend(server, backoff=0.01).generate(["p"], CFG) == [["ok"]]
+    assert time.perf_counter() - start >= 0.4
+
+
+def test_client_error_is_not_retried(serve):
+    server = serve(lambda seen, i: Reply(400, {"error": {"message": "prompt too long " + "x" * 2000}}))
+    with pytest.raises(BackendError) as err:
+        backend(server).generate(["p"], CFG)
+    assert len(server.seen) == 1
+    e = err.value
+    assert isinstance(e, EvalkitError) and e.exit_code == ExitCode.INTERNAL
+    assert e.status == 400 and e.url == f"{server.url}/v1/completions"
+    msg = str(e)
+    assert "HTTP 400" in msg and "prompt too long" in msg and server.url in msg
+    assert len(msg) < 500  # the server's message is truncated
+
+
+def test_server_errors_exhaust_retries(serve):
+    server = serve(lambda seen, i: Reply(500, {"detail": "boom"}))
+    with pytest.raises(BackendError) as err:
+        backend(server, max_retries=2).generate(["p"], CFG)
+    assert len(server.seen) == 3
+    assert "after 3 attempts" in str(err.value) and "HTTP 500: boom" in str(err.value)
+    assert err.value.status == 500
+
+
+def test_hanging_server_times_out_in_bounded_time(serve):
+    server = serve(lambda seen, i: Reply(hang=True))
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="timed out") as err:
+        backend(server, timeout=0.3, max_retries=2, backoff=0.05).generate(["p"], CFG)
+    elapsed = time.perf_counter() - start
+    assert len(server.seen) == 3
+    assert 0.9 <= elapsed < 3.0, elapsed  # 3 x 0.3 s + backoff, nothing unbounded
+    assert server.url in str(err.value)
+
+
+def test_connection_refused_is_retried_then_fails():
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    b = OpenAIBackend(f"http://127.0.0.1:{port}", "m", max_retries=2, backoff=0.01, timeout=2)
+    with pytest.raises(BackendError, match="after 3 attempts") as err:
+        b.generate(["p"], CFG)
+    assert f"127.0.0.1:{port}" in str(err.value)
+
+
+def test_answer_without_choices_is_a_clear_error(serve):
+    server = serve(lambda seen, i: Reply(body={"object": "error"}))
+    with pytest.raises(BackendError, match="unexpected answer"):
+        backend(server).generate(["p"], CFG)
+    server2 = serve(lambda seen, i: Reply(body="<html>not json</html>"))
+    with pytest.raises(BackendError, match="not JSON"):
+        backend(server2).generate(["p"], CFG)
+
+
+def test_one_failure_fails_the_call_fast(serve):
+    # One prompt is refused, the others are slow: the call raises without waiting for all.
+    def handler(seen: Seen, i: int) -> Reply:
+        if seen.body["prompt"] == "bad":
+            return Reply(400, {"error": "no"})
+        return Reply(body=completion("ok"), delay=0.2)
+
+    server = serve(handler)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="HTTP 400"):
+        backend(server, concurrency=2).generate(["bad"] + ["p"] * 30, CFG)
+    assert time.perf_counter() - start < 2.0  # 30 x 0.2 s / 2 would be 3 s
+    assert len(server.seen) < 31
+
+
+# -- concurrency and order ------------------------------------------------------------
+def test_concurrency_bound_and_order_under_random_delays(serve):
+    rng = random.Random(0)
+    lock = threading.Lock()
+
+    def handler(seen: Seen, i: int) -> Reply:
+        with lock:
+            delay = rng.uniform(0.0, 0.08)
+        return Reply(body=completion(f"{seen.body['prompt']}|{seen.body['seed']}\ntail", 2, 1), delay=delay)
+
+    server = serve(handler)
+    prompts = [f"q{i}" for i in range(12)]
+    b = backend(server, concurrency=3)
+    out = b.generate(prompts, GenerationConfig(max_new_tokens=4, temperature=0.8), seed=100, num_samples=3)
+    assert out == [[f"{p}|{100 + s}" for s in range(3)] for p in prompts]
+    assert len(server.seen) == 36
+    assert server.max_in_flight == 3
+    st = b.last_stats
+    assert (st.prompts, st.samples, st.prompt_tokens, st.generated_tokens) == (12, 36, 72, 36)
+
+
+def test_greedy_samples_share_one_request(serve):
+    server = serve(lambda seen, i: Reply(body=completion(seen.body["prompt"] + "!")))
+    b = backend(server)
+    assert b.generate(["a", "b"], CFG, num_samples=3) == [["a!"] * 3, ["b!"] * 3]
+    assert sorted(s.body["prompt"] for s in server.seen) == ["a", "b"]
+    assert b.last_stats.samples == 6
+
+
+# -- the real thing: `transformers serve` ---------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_tiny_model(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A tiny random Llama (with a trivial chat template) behind `transformers serve`."""
+    pytest.importorskip("fastapi", reason="needs the serving extra: pip install 'transformers[serving]'")
+    pytest.importorskip("uvicorn", reason="needs the serving extra: pip install 'transformers[serving]'")
+    from evalkit.models.tiny import build_char_tokenizer, save_model, tiny_llama
+
+    tok = build_char_tokenizer()
+    # "<s>" + the message: the chat prompt's ids equal the plain prompt's (BOS + chars).
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    root = tmp_path_factory.mktemp("served")
+    model_dir = save_model(tiny_llama(tok, seed=3), tok, root / "model")
+    port = _free_port()
+    log = open(root / "serve.log", "wb")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir),
+         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited with {proc.returncode}:\n"
+                            + (root / "serve.log").read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("transformers serve not healthy after 120 s:\n"
+                            + (root / "serve.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.25)
+        yield url, model_dir
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.mark.slow
+def test_transformers_serve_matches_hf_backend_greedy(served_tiny_model):
+    from evalkit.models.hf import HFBackend
+    from evalkit.models.tiny import load_model
+
+    url, model_dir = served_tiny_model
+    model, tokenizer = load_model(model_dir)
+    hf = HFBackend(model, tokenizer)
+    prompts = ["123+456=", "hello", "The quick brown fox", "x"]
+    free = GenerationConfig(max_new_tokens=12, stop=())
+
+    remote = OpenAIBackend(url + "/v1", concurrency=4, timeout=60)  # model discovered
+    assert remote.identity == f"openai:{url}#{model_dir}"
+    expected = hf.generate(prompts, free)
+    got = remote.generate(prompts, free)
+    assert got == expected
+    assert all(isinstance(t, str) for row in got for t in row)
+    st = remote.last_stats
+    assert st.prompts == st.samples == len(prompts)
+    assert st.prompt_tokens == sum(len(p) + 1 for p in prompts)  # chars + BOS
+    assert 0 < st.generated_tokens <= 12 * len(prompts)
+
+    # A stop string taken from the first output, sent 5th: the server never sees it, so
+    # only the local cut can stop there.
+    stop_char = expected[0][0][2]
+    config = GenerationConfig(max_new_tokens=12, stop=("~~1", "~~2", "~~3", "~~4", stop_char))
+    cut = remote.generate(prompts, config, num_samples=2)
+    assert cut == hf.generate(prompts, config, num_samples=2)
+    assert cut[0][0] == expected[0][0][:expected[0][0].index(stop_char)]
+    assert all(stop_char not in t for row in cut for t in row)
+
+    # Chat mode: the template renders the same ids, so greedy text is the same.
+    chat = OpenAIBackend(url, str(model_dir), chat=True, concurrency=2)
+    assert chat.generate(prompts[:2], config) == [row[:1] for row in cut[:2]]
+    assert chat.identity.endswith("#chat")
