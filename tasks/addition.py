@@ -1,0 +1,60 @@
+"""Example task: add two integers (a seeded generator with digit-count levels)."""
+
+from __future__ import annotations
+
+import re
+
+from evalkit import task, verdict
+
+# ASCII digits only (\d also matches other scripts' digits), and short: int() of a huge string is slow
+# and, past 4300 digits, refused.
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+@task(
+    name="addition",
+    version=1,
+    target=0.95,
+    levels=range(1, 8),
+    default_level=3,
+    tags=("arithmetic", "generated", "example"),
+    # The longest answer (level 7: 9999999+9999999) has 8 digits; leave a little margin.
+    max_new_tokens=10,
+    stop=("\n",),
+)
+class Addition:
+    """Add two integers of up to `level` digits: "123+456=" -> "579"."""
+
+    def generate(self, rng, level):
+        if level == 1:
+            a, b = rng.randrange(10), rng.randrange(10)
+        else:
+            # One operand has exactly `level` digits, so the level means what it says.
+            a = rng.randrange(10 ** (level - 1), 10**level)
+            b = rng.randrange(10**level)
+            if rng.random() < 0.5:
+                a, b = b, a
+        return {"a": a, "b": b}
+
+    def prompt(self, ex):
+        return f"{ex['a']}+{ex['b']}="
+
+    def reference(self, ex):
+        return str(ex["a"] + ex["b"])
+
+    def check(self, ex, answer):
+        expected = ex["a"] + ex["b"]
+        if _INT.fullmatch(answer) and int(answer) == expected:
+            return verdict(True)
+        return verdict(False, f"expected {expected}, got {_show(answer)}")
+
+    def equivalent(self, ex, reference, candidate):
+        # The same integer, however written ("0579", "+579"): that is what the check accepts.
+        candidate = candidate.strip()
+        digits = candidate[1:] if candidate[:1] in ("+", "-") else candidate
+        return digits.isascii() and digits.isdigit() and int(candidate) == int(reference)
+
+
+def _show(answer: str, limit: int = 40) -> str:
+    """The answer quoted for a reason line, cut short: model output is data, not text to print whole."""
+    return repr(answer if len(answer) <= limit else answer[:limit] + "...")
