@@ -155,22 +155,40 @@ def _progress_display(console: Console):
     return progress, update
 
 
-def print_summary(record, console: Console) -> None:
-    """The run's per-task table (the full reports are `evalkit report`)."""
-    table = Table(title=f"run {record.run_id}", title_justify="left")
-    for col in ("task", "n", "pass rate", "95% CI", "pass@k", "target", "status", "ex/s"):
-        table.add_column(col, justify="right" if col not in ("task", "status") else "left",
-                         no_wrap=col != "status")
-    for t in record.tasks:
-        k = max(t["pass_at_k"], key=int)
-        status = {True: "[green]met", False: "[red]below", None: "—"}[t["meets_target"]]
-        if t["errors"] or t["timeouts"]:
-            status += f" [yellow]({t['errors']} err, {t['timeouts']} timeout)"
-        table.add_row(t["name"], str(t["n_samples"]), f"{t['rate']:.1%}", f"{t['low']:.1%}–{t['high']:.1%}",
-                      f"@{k} {t['pass_at_k'][k]:.1%}" if k != "1" else "—",
-                      "—" if t["target"] is None else f"{t['target']:.0%}", status,
-                      f"{t['timings']['examples_per_s']:,.0f}" if t["timings"]["examples_per_s"] else "resumed")
-    console.print(table)
+def print_summary(record, console: Console, verbosity: int = 0) -> None:
+    """The terminal report of a run (pytest-like -q / -v)."""
+    from .reports import render_terminal
+
+    render_terminal(record, console, verbosity=verbosity)
+
+
+def write_rendered(record) -> None:
+    """reports/<run-id>/report.html and report.md beside record.json."""
+    from .reports import render
+
+    if record.path is not None:
+        (record.path / "report.html").write_text(render(record, "html"), encoding="utf-8")
+        (record.path / "report.md").write_text(render(record, "markdown"), encoding="utf-8")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .record import load_record
+    from .reports import FORMATS, SUFFIXES, render, render_terminal
+
+    record = load_record(Path(args.run))
+    fmt = args.format or (SUFFIXES.get(Path(args.output).suffix.lower()) if args.output else None) or "terminal"
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", field="--format")
+    verbosity = args.verbose - args.quiet
+    if args.output:
+        Path(args.output).write_text(render(record, fmt, verbosity=verbosity, max_failures=args.max_failures),
+                                     encoding="utf-8")
+        _console(stderr=True).print(f"wrote {args.output} ({fmt})", soft_wrap=True)
+    elif fmt == "terminal":
+        render_terminal(record, _console(), verbosity=verbosity, max_failures=args.max_failures)
+    else:
+        sys.stdout.write(render(record, fmt, verbosity=verbosity, max_failures=args.max_failures))
+    return ExitCode.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -199,9 +217,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                           temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
                           reports_dir=reports, progress=update, check_timeout=args.check_timeout)
+    write_rendered(record)
     out = _console()
-    print_summary(record, out)
-    out.print(f"record: {record.path / 'record.json'}", highlight=False, soft_wrap=True)
+    print_summary(record, out, args.verbose - args.quiet)
+    out.print(f"record: {record.path / 'record.json'}  ·  report: {record.path / 'report.html'}",
+              highlight=False, soft_wrap=True)
     return ExitCode.OK
 
 
@@ -210,8 +230,9 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     registry = load_registry(args)
     record = rescore(Path(args.run), registry=registry, check_timeout=args.check_timeout)
+    write_rendered(record)
     out = _console()
-    print_summary(record, out)
+    print_summary(record, out, -1)
     out.print(f"rescored without generating: {record.path / 'record.json'}", highlight=False, soft_wrap=True)
     return ExitCode.OK
 
@@ -294,6 +315,30 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ._display import TrainingDisplay
+    from .finetune import finetune
+
+    registry = load_registry(args)
+    display = TrainingDisplay(_console(stderr=True))
+    result = finetune(Path(args.recipe), output=Path(args.output) if args.output else None, resume=args.resume,
+                      force=args.force, registry=registry, display=display, max_steps=args.max_steps)
+    out = _console()
+    if result.targets_met:
+        out.print(f"[green]target reached[/]: {result.stopped_because}")
+    else:
+        out.print(f"[red]target not reached[/]: {result.stopped_because}")
+        for line in result.missed:
+            out.print(f"  missed {safe_text(line)}")
+    if result.best_step is not None:
+        out.print(f"best model (step {result.best_step}): {result.output / 'model'}", soft_wrap=True)
+        out.print(f"run record:  {result.record_path}", soft_wrap=True)
+        if (result.output / "report.html").is_file():
+            out.print(f"report:      {result.output / 'report.html'}", soft_wrap=True)
+        out.print(f"gate it:     evalkit gate {result.output}", soft_wrap=True)
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
@@ -351,7 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run folder name (default: derived from model and settings, so the "
                                     "same command resumes the same run)")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeatable)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="one line per task")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="render a run record: terminal, json, junit, markdown, html")
+    p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
+    p.add_argument("--format", "-f", help="terminal | json | junit | markdown | html (default: from -o's suffix)")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--max-failures", type=int, default=5, help="failing samples shown per task")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="count", default=0)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("rescore", parents=[common], help="re-apply the current checkers to a run; no generation")
     p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
@@ -375,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
     p.add_argument("--markdown", metavar="FILE", help="write the gate's result as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("finetune", parents=[common], help="train until the task checkers say the target is met")
+    p.add_argument("recipe", help="a recipe YAML, e.g. finetune/addition.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    p.add_argument("--force", action="store_true", help="delete an existing run in the output folder first")
+    p.add_argument("--output", help="output folder (default: the recipe's, else reports/<recipe name>)")
+    p.add_argument("--max-steps", type=int, help="override the recipe's step budget")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 

@@ -144,6 +144,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     meta: dict[str, Any] | None = None,
     keep_samples: bool = True,
+    task_settings: dict[str, dict[str, Any]] | None = None,
 ) -> RunRecord:
     """Evaluate a model on tasks and return the run record.
 
@@ -162,6 +163,7 @@ def evaluate(
         progress: called as progress(task, done, total) after each batch.
         meta: free-form data stored in the record (e.g. the training step).
         keep_samples: keep every sample inline in the returned record (without a run folder).
+        task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}.
 
     Raises:
         ConfigError: bad settings. NothingToRun: no tasks or no examples.
@@ -179,6 +181,8 @@ def evaluate(
     identity = backend.identity
     settings = {"split": split, "n": n, "seed": seed, "k": k, "temperature": temperature, "top_p": top_p,
                 "level": level, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    if task_settings:
+        settings["task_settings"] = task_settings
     if run_dir is None and reports_dir is not None:
         run_id = run_id or run_id_for(spec, identity, {kk: v for kk, v in settings.items() if kk != "batch_size"},
                                       task_list)
@@ -201,8 +205,10 @@ def evaluate(
             sink = open(samples_tmp, "w", encoding="utf-8")
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score") as pool:
             for task in task_list:
-                result, samples = _run_task(task, backend, identity, journal, pool, n=n, seed=seed, k=k,
-                                            temperature=temperature, top_p=top_p, split=split, level=level,
+                own = (task_settings or {}).get(task.name, {})
+                result, samples = _run_task(task, backend, identity, journal, pool, n=own.get("n", n), seed=seed,
+                                            k=k, temperature=temperature, top_p=top_p, split=split,
+                                            level=own.get("level", level),
                                             batch_size=batch_size, max_new_tokens=max_new_tokens,
                                             check_timeout=check_timeout, progress=progress)
                 task_results.append(result)

@@ -58,7 +58,7 @@ def schema_error(error: Any) -> tuple[str, str]:
         path = ".".join([*map(str, error.absolute_path), missing])
         message = "required field is missing"
     elif v == "additionalProperties":
-        extra = sorted(set(inst) - set(error.schema.get("properties", {})))
+        extra = sorted(map(str, set(inst) - set(error.schema.get("properties", {}))))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         path = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else path
         message = f"unknown field; expected one of: {allowed}"

@@ -88,6 +88,7 @@ class FakeServer:
                     outer.seen.append(seen)
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                counted = True
                 try:
                     reply = outer.handler(seen, index)
                     if reply.hang:
@@ -99,6 +100,12 @@ class FakeServer:
                     if isinstance(body, (dict, list)):
                         body = json.dumps(body)
                     data = body.encode() if isinstance(body, str) else (body or b"")
+                    # The request stops being "in flight" before its answer is sent: once the
+                    # client has read the answer it may rightly start the next request while
+                    # this thread is still finishing.
+                    with outer.lock:
+                        outer.in_flight -= 1
+                        counted = False
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
@@ -107,8 +114,9 @@ class FakeServer:
                     self.end_headers()
                     self.wfile.write(data)
                 finally:
-                    with outer.lock:
-                        outer.in_flight -= 1
+                    if counted:
+                        with outer.lock:
+                            outer.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -1,0 +1,88 @@
+"""The live display of a fine-tuning run: progress, loss, each task's pass rate and its curve."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """Pass rates in [0, 1] as a row of block characters (the last `width` of them)."""
+    return "".join(_BLOCKS[min(7, int(v * 8))] for v in values[-width:])
+
+
+class TrainingDisplay:
+    """Rich Live display on a terminal; one plain line per evaluation elsewhere (CI logs)."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True, highlight=False)
+        self.live: Live | None = None
+        self.step = 0
+        self.max_steps = 0
+        self.loss: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+        self.header = ""
+
+    def start(self, recipe: Any, data_report: Any, model: Any, resume_from: Any) -> None:
+        params = sum(p.numel() for p in model.parameters())
+        drawn = sum(data_report.drawn.values())
+        removed = sum(sum(c.values()) for c in data_report.removed.values())
+        self.header = (f"[bold]{recipe.name}[/] · {params / 1e6:.2f}M params · {drawn:,} training rows "
+                       f"({removed:,} removed by filters, {data_report.contamination_found} eval overlaps dropped)"
+                       + (f" · resumed from {resume_from.name}" if resume_from else ""))
+        if self.console.is_terminal:
+            self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.start()
+        else:
+            self.console.print(self.header)
+
+    def progress(self, step: int, max_steps: int, loss: float | None) -> None:
+        self.step, self.max_steps, self.loss = step, max_steps, loss
+        if self.live:
+            self.live.update(self._render())
+
+    def evaluation(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        self.step = max(self.step, entry["step"])
+        if self.live:
+            self.live.update(self._render())
+        else:
+            parts = [f"{name} {r['rate']:.1%} [{r['low']:.1%}–{r['high']:.1%}] {'met' if r['met'] else 'below'} "
+                     f"{r['target']:.0%}" for name, r in entry["rates"].items()]
+            loss = f" loss {entry['loss']:.3f}" if entry.get("loss") is not None else ""
+            self.console.print(f"step {entry['step']:>6}{loss} · {entry['wall_s']:.0f}s · " + " · ".join(parts))
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.update(self._render())
+            self.live.stop()
+            self.live = None
+
+    def _render(self) -> Group:
+        elapsed = time.monotonic() - self.started
+        frac = self.step / self.max_steps if self.max_steps else 0.0
+        bar_width = 30
+        filled = int(frac * bar_width)
+        line = Text.assemble(
+            ("━" * filled, "green"), ("━" * (bar_width - filled), "grey37"),
+            f"  step {self.step:,}/{self.max_steps:,}  ·  {elapsed:.0f}s",
+            f"  ·  loss {self.loss:.4f}" if self.loss is not None else "")
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        for col in ("task", "pass rate", "95% CI", "target", "", "curve"):
+            table.add_column(col, no_wrap=True)
+        if self.history:
+            last = self.history[-1]
+            for name, r in last["rates"].items():
+                curve = sparkline([h["rates"][name]["rate"] for h in self.history if name in h["rates"]])
+                table.add_row(name, f"{r['rate']:.1%}", f"{r['low']:.1%}–{r['high']:.1%}",
+                              f"{r['target']:.0%} ({'rate' if r['on'] == 'rate' else 'lower bound'})",
+                              "[green]met" if r["met"] else "[yellow]below", curve)
+        return Group(Text.from_markup(self.header), line, table)

@@ -1,0 +1,169 @@
+"""The fine-tuning loop: recipes, data filters, contamination guard, stop at target, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evalkit import ConfigError
+from evalkit.discovery import discover
+from evalkit.recipe import load_recipe
+
+from conftest import FIXTURES, REPO
+
+FT = FIXTURES / "ft"
+pytest.importorskip("transformers")
+
+
+def recipe_file(tmp_path: Path, extra: str = "", base: str = "quick.yaml", **replace: str) -> Path:
+    text = (FT / base).read_text()
+    for old, new in replace.items():
+        text = text.replace(old.replace("_", " ") if old not in text else old, new)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text + extra)
+    for name in ("tasks.py", "data.jsonl"):
+        shutil.copy(FT / name, tmp_path / name)
+    return path
+
+
+def registry():
+    return discover([FT / "tasks.py"], entry_points=False)
+
+
+@pytest.mark.parametrize("edit,field,expect", [
+    (("lr: 0.003", "lr: fast"), "train.lr", "expected number"),
+    (("max_steps: 120", "max_steps: 0"), "budget.max_steps", ">= 1"),
+    (("n: 40", "n: 40\n  colour: red"), "eval.colour", "unknown field"),
+    (("{target: 0.9}", "{target: 0.9, on: lower_bound}"), "eval.tasks.initials.True", "unknown field"),
+    (("base: scratch", "base: ./no-such-model"), "model.base", "not a local Hugging Face model folder"),
+    (("- task: initials", "- jsonl: missing.jsonl"), "data.sources.0.jsonl", "data file not found"),
+])
+def test_recipe_errors_name_the_field(tmp_path, edit, field, expect):
+    path = tmp_path / "r.yaml"
+    path.write_text((FT / "quick.yaml").read_text().replace(*edit))
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    assert f"field '{field}'" in str(info.value) and expect in str(info.value) and "r.yaml" in str(info.value)
+
+
+def test_filters_mixture_and_contamination(tmp_path):
+    from evalkit.trainingdata import build_training_rows, tokenize_rows
+
+    reg = registry()
+    eval_examples = reg.get("initials").examples("eval", n=40)
+    leaked = eval_examples[0].prompt
+    (tmp_path / "data.jsonl").write_text((FT / "data.jsonl").read_text()
+                                         + json.dumps({"prompt": leaked, "completion": "zz"}) + "\n")
+    path = tmp_path / "r.yaml"
+    path.write_text((FT / "quick.yaml").read_text().replace(
+        "    - task: initials\n      n: 400\n",
+        "    - task: initials\n      n: 400\n      weight: 3\n    - jsonl: data.jsonl\n      weight: 1\n"))
+    recipe = load_recipe(path)
+    rows, report = build_training_rows(recipe, reg, eval_examples)
+    r = report.to_dict()
+    assert r["removed"]["malformed"] == {"data": 2}
+    assert r["removed"]["exact duplicate"] == {"data": 1}
+    assert r["removed"]["near duplicate"] == {"data": 1}  # "ZAP :" == "zap:" after normalising
+    assert r["removed"]["contamination (eval overlap)"] == {"data": 1}
+    assert r["contamination_found"] == 1 and r["contamination_left"] == 0
+    assert not {row.prompt for row in rows} & {e.prompt for e in eval_examples}
+    assert len(rows) == 2000 and 0.7 < r["drawn"]["initials"] / 2000 < 0.8  # weights 3:1
+    with pytest.raises(ConfigError, match="match eval examples"):
+        path.write_text(path.read_text().replace("  sources:", "  contamination: fail\n  sources:"))
+        build_training_rows(load_recipe(path), reg, eval_examples)
+    from evalkit.models.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    [item] = tokenize_rows(rows[:1], tok)
+    prompt_len = len(tok(rows[0].prompt)["input_ids"])
+    assert item["labels"][:prompt_len] == [-100] * prompt_len
+    assert item["labels"][prompt_len:] == item["input_ids"][prompt_len:]
+    assert item["input_ids"][-1] == tok.eos_token_id
+
+
+def _history(output: Path) -> list[tuple]:
+    record = json.loads((output / "record.json").read_text())
+    return [(h["step"], h["loss"] and round(h["loss"], 4), {k: v["rate"] for k, v in h["rates"].items()})
+            for h in record["meta"]["training"]["history"]]
+
+
+def test_trains_until_target_then_gate_passes(tmp_path, run_cli):
+    from evalkit.finetune import finetune
+    from evalkit.record import load_record
+
+    path = recipe_file(tmp_path)
+    result = finetune(path, output=tmp_path / "out", registry=registry())
+    assert result.targets_met and result.exit_code == 0, result
+    assert "every target met on 2 consecutive" in result.stopped_because
+    record = load_record(tmp_path / "out")
+    history = record.data["meta"]["training"]["history"]
+    assert history[0]["step"] == 0 and history[-1]["step"] < 120  # stopped early
+    assert history[-1]["all_met"] and history[-2]["all_met"]
+    assert record.rate("initials") >= 0.9
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "report.html").is_file()
+    for h in history:  # one run record per evaluation
+        assert load_record(tmp_path / "out" / h["record"]).run_id.endswith(f"step-{h['step']:06d}")
+    # The exported best model is a plain HF folder: evaluate it again from disk, and gate the record.
+    gate = run_cli("gate", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py"))
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    rerun = run_cli("run", "--model", f"hf:{tmp_path / 'out' / 'model'}", "--task", "initials", "-n", "40",
+                    "--tasks-dir", str(FT / "tasks.py"), "--reports-dir", str(tmp_path / "r"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert load_record(next((tmp_path / "r").iterdir())).rate("initials") == record.rate("initials")
+
+
+def test_budget_ends_with_exit_1_and_names_missed_targets(tmp_path, run_cli):
+    path = recipe_file(tmp_path, **{"max_steps: 120": "max_steps: 20", "{target: 0.9}": "{target: 1.0, use_lower_bound: true}"})
+    out = run_cli("finetune", str(path), "--output", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "target not reached" in out.stdout and "step budget of 20 steps used" in out.stdout
+    assert "initials: 95% lower bound" in out.stdout and "short by" in out.stdout
+    again = run_cli("finetune", str(path), "--output", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py"))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def _run_until(args: list[str], env: dict, predicate, timeout: float = 300) -> None:
+    proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not predicate():
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_and_mid_save_then_resume_matches_uninterrupted(tmp_path):
+    path = recipe_file(tmp_path, **{"{target: 0.9}": "{target: 1.0}", "confirm: 2": "confirm: 3"})
+    env = {**os.environ, "COLUMNS": "120"}
+    base = [sys.executable, "-m", "evalkit", "finetune", str(path), "--tasks-dir", str(FT / "tasks.py"),
+            "--max-steps", "60"]
+    # Uninterrupted reference.
+    subprocess.run(base + ["--output", str(tmp_path / "a")], env=env, capture_output=True)
+    # Killed mid-run, once checkpoint-20 is complete.
+    b = tmp_path / "b"
+    _run_until(base + ["--output", str(b)], env, lambda: (b / "checkpoints" / "checkpoint-20").is_dir())
+    assert not (b / "record.json").exists()
+    # Resumed, and killed again in the middle of saving checkpoint-40 (after the weights, before the rename).
+    fault = {**env, "EVALKIT_FAULT": "kill-during-save:40"}
+    killed = subprocess.run(base + ["--output", str(b), "--resume"], env=fault, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert (b / "checkpoints" / ".staging-40").is_dir() and not (b / "checkpoints" / "checkpoint-40").exists()
+    # Resumed again: the partial save is ignored, training goes on from checkpoint-30.
+    done = subprocess.run(base + ["--output", str(b), "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stderr
+    assert "resumed from checkpoint-30" in done.stderr
+    assert not list((b / "checkpoints").glob(".staging-*"))
+    assert _history(tmp_path / "a") == _history(b)
