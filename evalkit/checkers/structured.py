@@ -13,11 +13,6 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import best_match
-from jsonschema_specifications import REGISTRY as _METASCHEMAS
-from referencing.exceptions import Unresolvable
-
 from . import Check, expected, register
 from ..example import Example
 from ..extract import find_json
@@ -41,6 +36,11 @@ def _validator(schema: Any, where: str) -> Any:
             raise ValueError(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(schema, (Mapping, bool)):
         raise TypeError(f"{where}: must be a JSON Schema object, got {type(schema).__name__}")
+    # jsonschema is imported when a schema checker is built, not when evalkit is imported
+    # (the pytest plugin loads evalkit in every pytest run).
+    import jsonschema
+    from jsonschema_specifications import REGISTRY as _METASCHEMAS
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -48,6 +48,12 @@ def _validator(schema: Any, where: str) -> Any:
         path = exc.json_path if hasattr(exc, "json_path") else "$"
         raise ValueError(f"{where}: invalid JSON Schema at {path}: {_shorten(exc.message)}") from None
     return cls(schema, registry=_METASCHEMAS)  # the registry has no retriever: no network
+
+
+def _unresolvable() -> type[Exception]:
+    from referencing.exceptions import Unresolvable
+
+    return Unresolvable
 
 
 @lru_cache(maxsize=256)
@@ -146,6 +152,8 @@ def json_schema(
             return verdict(False, f"{_shorten(str(exc), 80)} in {short_repr(answer)}")
         try:
             if validator is not None:
+                from jsonschema.exceptions import best_match
+
                 error = best_match(validator.iter_errors(instance))
                 if error is not None:
                     return verdict(False, f"{error.json_path}: {_shorten(error.message)}")
@@ -163,7 +171,7 @@ def json_schema(
                                               f"got {short_repr(instance[key], 40)}")
         except RecursionError:
             return verdict(False, "JSON nested too deeply to validate")
-        except Unresolvable as exc:
+        except _unresolvable() as exc:
             raise ValueError(f"schema has an unresolvable $ref: {_shorten(str(exc), 80)}") from None
         return verdict(True, "valid JSON" + (" with equal fields" if equal_fields else ""))
 
