@@ -323,6 +323,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     display = TrainingDisplay(_console(stderr=True))
     result = finetune(Path(args.recipe), output=Path(args.output) if args.output else None, resume=args.resume,
                       force=args.force, registry=registry, display=display, max_steps=args.max_steps)
+    if not result.is_main:
+        return result.exit_code
     out = _console()
     if result.targets_met:
         out.print(f"[green]target reached[/]: {result.stopped_because}")

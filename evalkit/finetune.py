@@ -62,6 +62,7 @@ class FinetuneResult:
     record_path: Path | None
     stopped_because: str
     missed: tuple[str, ...]
+    is_main: bool = True  # False on the other ranks of a distributed run (they print nothing)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -421,6 +422,8 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
         torch.set_num_threads(recipe.train["threads"])
     if registry is None:
         registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured)
+    if not _is_main():
+        display = None  # one live display, on rank 0
     loop = Loop(recipe, output, registry=registry, resume=resume_from is not None, display=display)
     eval_examples = [ex for t in recipe.targets for ex in registry.get(t.task).examples(
         "eval", n=t.n or recipe.eval_n, seed=recipe.eval_seed, level=t.level)]
@@ -444,7 +447,7 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
         weight_decay=t["weight_decay"], max_grad_norm=t["max_grad_norm"], logging_steps=10,
         save_strategy="no", report_to=[], seed=recipe.seed, data_seed=recipe.seed, dataloader_num_workers=0,
         use_cpu=use_cpu, bf16=bool(t.get("bf16")), remove_unused_columns=False, disable_tqdm=True,
-        save_only_model=False, ddp_find_unused_parameters=False if not use_cpu else None,
+        save_only_model=False, ddp_find_unused_parameters=False,
     )
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
@@ -474,11 +477,13 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
                 missed.append(f"{name}: {what} {measured:.1%} < target {r['target']:.1%} "
                               f"(short by {100 * (r['target'] - measured):.1f} points)")
     met = bool(last and last["all_met"] and loop.state.consecutive_met >= recipe.confirm)
+    met = bool(_broadcast([1.0 if met else 0.0])[0])  # only rank 0 evaluates: every rank exits alike
     best_step = record_path = None
     if _is_main():
         best_step = _export_best(loop, trainer, output)
         record_path = _final_record(loop, output, best_step, report.to_dict())
-    return FinetuneResult(output, met, best_step, record_path, loop.state.stopped_because, tuple(missed))
+    return FinetuneResult(output, met, best_step, record_path, loop.state.stopped_because, tuple(missed),
+                          is_main=_is_main())
 
 
 __all__ = ["finetune", "FinetuneResult", "complete_checkpoints", "EvalkitError"]

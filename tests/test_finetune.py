@@ -167,3 +167,19 @@ def test_sigkill_mid_run_and_mid_save_then_resume_matches_uninterrupted(tmp_path
     assert "resumed from checkpoint-30" in done.stderr
     assert not list((b / "checkpoints").glob(".staging-*"))
     assert _history(tmp_path / "a") == _history(b)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_data_parallel(tmp_path):
+    """The same recipe under `torchrun --nproc_per_node 2` (gloo, CPU): one evaluation per step, rank 0."""
+    path = recipe_file(tmp_path)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "evalkit", "finetune", str(path),
+                          "--output", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.stdout.count("target reached") == 1  # printed once, by rank 0
+    record = json.loads((tmp_path / "out" / "record.json").read_text())
+    steps = [h["step"] for h in record["meta"]["training"]["history"]]
+    assert steps == sorted(set(steps)) and steps[0] == 0
+    assert record["tasks"][0]["rate"] >= 0.9
