@@ -29,6 +29,11 @@ def strip(output: str) -> str:
     return output.strip()
 
 
+def rstrip(output: str) -> str:
+    """Trailing whitespace only: keeps the indentation of code answers."""
+    return output.rstrip()
+
+
 def first_line(output: str) -> str:
     for line in output.splitlines():
         if line.strip():
@@ -106,6 +111,7 @@ def last_number(output: str) -> str:
 
 BY_NAME: dict[str, Callable[..., Extractor]] = {
     "strip": lambda: strip,
+    "rstrip": lambda: rstrip,
     "first_line": lambda: first_line,
     "last_line": lambda: last_line,
     "regex": regex,

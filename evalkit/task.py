@@ -220,6 +220,10 @@ class Task:
             ref = str(ref)
         return replace(ex, prompt=prompt, reference=ref)
 
+    def example(self, fields: Mapping[str, Any], level: int | None = None) -> Example:
+        """An Example of this task from given fields (its split follows from its content)."""
+        return self._make(fields, split_of(self.name, fields, self.spec.eval_fraction), level)
+
     def examples(self, split: str = "eval", n: int | None = None, seed: int = 0,
                  level: int | None = None) -> list[Example]:
         """Examples of one split, deterministic in (task, split, n, seed, level).

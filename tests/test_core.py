@@ -156,3 +156,10 @@ def test_import_evalkit_does_not_import_torch():
     code = "import sys, evalkit, evalkit.cli, evalkit.selftest; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_public_example_constructor():
+    t = make()
+    ex = t.example({"a": 12, "b": 30}, level=2)
+    assert ex.prompt == "12+30=" and ex.reference == "42" and ex.split in ("train", "eval")
+    assert ex.split == split_of(t.name, ex.fields, t.spec.eval_fraction)
