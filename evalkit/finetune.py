@@ -392,8 +392,13 @@ def _quiet_libraries() -> None:
 
 
 def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: bool = False, force: bool = False,
-             registry: Any = None, display: Any = None, max_steps: int | None = None) -> FinetuneResult:
-    """Run a recipe to its targets (or its budget). See the module docstring for the outputs."""
+             registry: Any = None, display: Any = None, max_steps: int | None = None,
+             overrides: dict[str, Any] | None = None) -> FinetuneResult:
+    """Run a recipe to its targets (or its budget). See the module docstring for the outputs.
+
+    Args:
+        overrides: merged into the recipe before validation (see `recipe.load_recipe`).
+    """
     import torch
     from transformers import TrainingArguments
 
@@ -401,7 +406,7 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
     from .discovery import discover
     from .trainingdata import CompletionCollator, build_training_rows, tokenize_rows
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     config = load_config()
     _quiet_libraries()
     output = Path(output) if output else (config.root / recipe.output if recipe.output else config.reports / recipe.name)

@@ -61,8 +61,24 @@ class Recipe:
         return self.model["base"] == "scratch"
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read and validate a recipe; ConfigError naming the file and field on any problem."""
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, mapping by mapping (lists and scalars replace)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe; ConfigError naming the file and field on any problem.
+
+    Args:
+        overrides: merged into the YAML before validation (e.g. {"model": {"hidden": 64}}):
+            how experiments derive trials from a base recipe.
+    """
     from .yamltask import validate
 
     path = Path(path).resolve()
@@ -76,6 +92,10 @@ def load_recipe(path: Path | str) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=path) from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError("expected a mapping at the top level", file=path)
+        data = deep_merge(data, overrides)
     # YAML reads `levels: {3: 1.0}` with integer keys; JSON Schema speaks of string keys.
     for src in ((data or {}).get("data") or {}).get("sources") or []:
         if isinstance(src, dict) and isinstance(src.get("levels"), dict):
