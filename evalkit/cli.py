@@ -36,6 +36,10 @@ def _console(stderr: bool = False) -> Console:
 def load_registry(args: argparse.Namespace) -> Registry:
     """Tasks from --tasks-dir (repeatable) or `[tool.evalkit] tasks`, plus entry points."""
     config = load_config()
+    if getattr(args, "lm_eval_defaults", False):
+        from .lmeval import DEFAULTS_ENV
+
+        os.environ[DEFAULTS_ENV] = "1"  # read where an lm-eval import file is loaded
     if args.tasks_dir:
         return discover([Path(p) for p in args.tasks_dir], entry_points=not args.no_entry_points)
     # The default tasks/ of a project that has none falls back to evalkit's bundled examples.
@@ -341,6 +345,36 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .lmeval.export import export_tasks
+
+    tasks = _selected(args)
+    out = Path(args.output)
+    exported = export_tasks(tasks, out, n=args.n, seed=args.seed, split=args.split, level=args.level,
+                            max_new_tokens=args.max_new_tokens, prefix=args.prefix)
+    console = _console()
+    for e in exported:
+        console.print(f"{e.name}: {e.examples} examples, max_gen_toks {e.max_gen_toks} ->",
+                      safe_text(str(e.yaml)), soft_wrap=True)
+    console.print(f"run: HF_DATASETS_OFFLINE=1 lm-eval run --model hf --model_args pretrained=MODEL,device=cpu "
+                  f"--include_path {out} --tasks {' '.join(e.name for e in exported)}", highlight=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init_project
+
+    root = Path(args.dir)
+    written = init_project(root)
+    out = _console()
+    for path in written:
+        out.print(f"created {path}", soft_wrap=True, highlight=False)
+    if not written:
+        out.print("nothing to do: the layout is already there")
+    out.print(f"next: cd {root} && evalkit selftest && evalkit finetune finetune/double.yaml", highlight=False)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Checkable tasks, evaluation and fine-tuning for small models.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
@@ -348,8 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tasks-dir", action="append", metavar="DIR",
                         help="task folder or file (repeatable; default: [tool.evalkit] tasks, else ./tasks)")
     common.add_argument("--no-entry-points", action="store_true", help="ignore the evalkit.tasks entry points")
+    common.add_argument("--lm-eval-defaults", action="store_true",
+                        help="lm-eval import files: also index lm-eval's bundled tasks (slow, ~7 s)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    p = sub.add_parser("init", help="create a project layout: tasks/, finetune/, reports/, gate.yaml")
+    p.add_argument("dir", nargs="?", default=".", help="project folder (default: here)")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("tasks", parents=[common], help="list the tasks found")
     p.add_argument("patterns", nargs="*", metavar="TASK", help="names, globs (add*) or tag:NAME")
@@ -433,6 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
     p.add_argument("--markdown", metavar="FILE", help="write the gate's result as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("export", parents=[common], help="write tasks in another harness's format (lm-eval)")
+    p.add_argument("format", choices=["lm-eval"], help="lm-eval: a task folder for `lm-eval run --include_path`")
+    p.add_argument("patterns", nargs="+", metavar="TASK", help="names, globs or tag:NAME")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="the include folder to write")
+    p.add_argument("-n", type=int, default=100, help="examples per task (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["eval", "train"], default="eval")
+    p.add_argument("--level", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="max_gen_toks (default: the task's, else sized from it)")
+    p.add_argument("--prefix", default="", help="prepended to each lm-eval task name")
+    p.set_defaults(func=cmd_export, tag=None)
 
     p = sub.add_parser("finetune", parents=[common], help="train until the task checkers say the target is met")
     p.add_argument("recipe", help="a recipe YAML, e.g. finetune/addition.yaml")

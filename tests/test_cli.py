@@ -78,3 +78,18 @@ def test_selftest_all_shipped_tasks(run_cli):
     out = run_cli("selftest", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "all self-tests passed (7 task(s))" in out.stdout
+
+
+def test_init_makes_a_working_project(run_cli, tmp_path):
+    out = run_cli("init", str(tmp_path / "proj"))
+    assert out.returncode == 0 and "created" in out.stdout
+    proj = tmp_path / "proj"
+    assert (proj / "tasks" / "double.py").is_file() and (proj / "finetune" / "double.yaml").is_file()
+    listed = run_cli("tasks", "--json", "--no-entry-points", cwd=proj)
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["double"]
+    assert run_cli("selftest", "--max-examples", "20", cwd=proj).returncode == 0
+    from evalkit.recipe import load_recipe
+
+    assert load_recipe(proj / "finetune" / "double.yaml").targets[0].task == "double"
+    again = run_cli("init", str(proj))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
