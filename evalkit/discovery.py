@@ -112,7 +112,11 @@ def load_path(path: Path) -> list[Task]:
     if not path.exists():
         raise ConfigError("no such task file or folder", file=path)
     if path.suffix in (".yaml", ".yml"):
+        from .lmeval.importer import is_lmeval_task_file, load_lmeval_task
         from .yamltask import load_yaml_task
+
+        if is_lmeval_task_file(path):  # an lm-eval task imported by a top-level `lm_eval:` key
+            return [load_lmeval_task(path)]
 
         return [load_yaml_task(path)]
     if path.suffix == ".py":

@@ -1,4 +1,5 @@
-"""Model specs on the command line: `hf:PATH`, `openai:URL`, `python:module:function`, `oracle`."""
+"""Model specs on the command line: `hf:PATH`, `openai:URL`, `python:module:function`, `lmeval:MODEL,ARGS`,
+`oracle`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError, EvalkitError, ExitCode
 
-SCHEMES = ("hf:PATH", "openai:URL", "python:MODULE:FUNCTION", "oracle")
+SCHEMES = ("hf:PATH", "openai:URL", "python:MODULE:FUNCTION", "lmeval:MODEL,ARGS", "oracle")
 
 
 class ModelLoadError(EvalkitError):
@@ -74,5 +75,19 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         from .python import PythonCallableBackend
 
         return PythonCallableBackend(fn)
+    if scheme == "lmeval":  # any lm-eval registered model: lmeval:hf,pretrained=/path,device=cpu
+        from .lmeval import parse_lmeval_spec
+
+        model, args = parse_lmeval_spec(rest)
+        try:
+            from .lmeval import LMEvalBackend
+
+            return LMEvalBackend(model, args, batch_size=batch_size, device=device, dtype=dtype)
+        except EvalkitError:
+            raise
+        except ImportError as exc:
+            raise ModelLoadError(f"lmeval: models need the [lmeval] extra (lm-eval): {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any load failure is an infrastructure error
+            raise ModelLoadError(f"lm-eval cannot load {model!r} ({args}): {type(exc).__name__}: {exc}") from None
     raise ConfigError(f"unknown model scheme {scheme!r} in {spec!r}; expected one of {', '.join(SCHEMES)}",
                       field="--model")
