@@ -124,6 +124,19 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
         self._fast_decode = getattr(tokenizer, "backend_tokenizer", None)
+        self._stop_token_cache: dict[tuple[str, ...], frozenset[int]] = {}
+
+    def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
+        """Token ids whose text contains one of `stops` (single ASCII characters only).
+
+        A one-character ASCII stop string cannot span two tokens, so "this row emitted a stop"
+        is a set lookup on the new token instead of decoding the row's tail every step.
+        """
+        if stops not in self._stop_token_cache:
+            vocab = len(self.tokenizer)
+            texts = self._decode([[i] for i in range(vocab)])
+            self._stop_token_cache[stops] = frozenset(i for i, t in enumerate(texts) if any(s in t for s in stops))
+        return self._stop_token_cache[stops]
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
@@ -247,7 +260,10 @@ class HFBackend:
         """Greedy/sampled decoding with a KV cache; finished rows leave the batch."""
         from transformers import DynamicCache
 
-        model, stop = self.model, [s for s in config.stop if s]
+        model = self.model
+        fast = tuple(sorted({s for s in config.stop if len(s) == 1 and s.isascii()}))
+        stop = [s for s in config.stop if s and s not in fast]  # the rest need the decoded tail
+        stop_ids = self._stop_tokens(fast) if fast else frozenset()
         window = self._stop_window(stop)
         input_ids, mask = self._left_pad(batch)
         pos = (mask.cumsum(-1) - 1).clamp_(min=0)
@@ -267,7 +283,8 @@ class HFBackend:
             for j, tok in enumerate(nxt.tolist()):
                 if tok not in self.eos_ids:  # EOS ends a row and is not part of its text
                     out[alive[j]].append(tok)
-                    keep.append(j)
+                    if tok not in stop_ids:
+                        keep.append(j)
             n_gen += len(alive)
             if stop and keep:  # decode only each row's tail: cheap at any output length
                 tails = self._decode([out[alive[j]][-window:] for j in keep])

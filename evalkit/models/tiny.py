@@ -159,7 +159,9 @@ def load_model(path: str | os.PathLike[str], device: "str | torch.device" = "cpu
         FileNotFoundError: when `path` is not a directory with a config.json.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in evalkit's own output
     p = Path(path)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"no model at {p} (expected a directory with config.json)")
