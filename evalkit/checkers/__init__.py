@@ -15,7 +15,9 @@ names one of the example's fields):
 - numeric(field=None, abs_tol=0.0, rel_tol=0.0)     ints, decimals, fractions "3/4", "1,234"
 - choice(field=None, letters="ABCDEFGHIJ")          multiple-choice letters: "B", "(B)", "B) text", "Answer: B"
 - json_schema(schema=None, schema_field=None, equal_fields=None)   parse JSON out of the answer, validate
-- python_tests(timeout=10.0, memory_mb=1024)        HumanEval format: fields prompt, test, entry_point
+- python_tests(timeout=10.0, memory_mb=1024, isolation=None)   HumanEval format: fields prompt, test, entry_point
+- python_io(timeout=10.0, memory_mb=1024, isolation=None, cases_field="cases", abs_tol=0.0, rel_tol=0.0)
+                                                    fields entry_point, cases [{input, output}], prompt (optional)
 - all_of(checks), any_of(checks), weighted(checks=[{"check": spec, "weight": w}], threshold=1.0)
 """
 
@@ -76,12 +78,12 @@ def expected(example: Example, field: str | None) -> Any:
 # Import the built-in checkers so they register themselves.
 from . import basic, code, compose, structured  # noqa: E402,F401
 from .basic import choice, exact, numeric, regex  # noqa: E402
-from .code import python_tests  # noqa: E402
+from .code import python_io, python_tests  # noqa: E402
 from .compose import all_of, any_of, weighted  # noqa: E402
 from .structured import json_schema  # noqa: E402
 
 __all__ = [
     "Check", "REGISTRY", "register", "make", "expected",
-    "exact", "regex", "numeric", "choice", "json_schema", "python_tests",
+    "exact", "regex", "numeric", "choice", "json_schema", "python_tests", "python_io",
     "all_of", "any_of", "weighted",
 ]

@@ -1,188 +1,236 @@
-"""Code answers: run a HumanEval-style program in a child Python process with limits.
+"""Code answers, checked in the sandbox (evalkit.sandbox): the program never grades itself.
 
-The child gets a fresh temporary working directory (deleted afterwards), its own session
-(the whole process group is killed at the deadline and after it exits), a scrubbed
-environment, no stdin, and resource limits set before any of the program's code runs:
-address space, CPU seconds, file size, open files, no core dumps. Its output goes to files
-in the temporary directory; the file-size limit caps them, and only the tail is read back.
+Two forms:
 
-This is a *limits* sandbox, not an isolation one: the program can still read files,
-use the network, or forge its exit code (e.g. `os._exit(0)` inside `check`). The hardened
-anti-forgery sandbox is a later issue.
+- `python_tests` — the HumanEval assert form. The program (prompt + completion) runs in its
+  own process; the example's test (`def check(candidate)`) runs in a separate, trusted
+  harness process, where `candidate` is a proxy: each call crosses to the program's process
+  and comes back as plain data (tagged JSON, never pickle). So an object whose `__eq__` is
+  always True, an early `exit(0)`, a printed "tests passed", a patched `builtins`, or a walk
+  up the frames finds nothing to fool: the comparisons, the test and the verdict are all in
+  another interpreter. Limits of the form: docs/SECURITY.md.
+- `python_io` — the input/output form. The program's function is called on each case's
+  input; its results come back as plain data and THIS process compares them with the
+  expected outputs, type-strictly. The expected outputs never enter the sandbox.
+
+Both run at the isolation level resolved by `evalkit.sandbox.resolve_isolation`: the
+checker's `isolation=` parameter, overridden by EVALKIT_SANDBOX, else `[tool.evalkit]
+sandbox`, else the strongest available. A required level that is unavailable raises
+SandboxUnavailable (exit code 3) when the checker is built.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import threading
+from collections.abc import Mapping
+from typing import Any
 
 from . import Check, register
 from ..example import Example
+from ..sandbox import (Isolation, Limits, SandboxResult, call_sandboxed, configured, describe, resolve_isolation,
+                       strict_equal, test_sandboxed)
+from ..sandbox import _wire
 from ..verdict import Status, Verdict, verdict
 
-OUTPUT_LIMIT = 16 * 1024 * 1024  # RLIMIT_FSIZE: an endless print is killed by SIGXFSZ here
-TAIL_BYTES = 64 * 1024  # how much of stderr is read back
-OPEN_FILES = 64
 
-# Runs first in the child: the limits are in place before the program's first line. (Setting
-# them here rather than in a preexec_fn keeps Popen fork-safe when checks run in threads.)
-_LAUNCHER = """\
-import resource, runpy, sys
-memory, cpu, fsize, nofile = (int(a) for a in sys.argv[1:5])
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-path = sys.argv[5]
-sys.argv = [path]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+class _Level:
+    """The isolation level, resolved once: now when a level is required (fail closed when
+    the checker is built), else at the first check (probing costs a sandbox start)."""
 
-_SIGNALS = {
-    signal.SIGXCPU: "CPU time limit",
-    signal.SIGXFSZ: "output/file size limit",
-    signal.SIGKILL: "killed",
-    signal.SIGSEGV: "segmentation fault",
-}
+    def __init__(self, isolation: Isolation | str | None):
+        if isolation is not None and not isinstance(isolation, (Isolation, str)):
+            raise TypeError(f"isolation must be 'auto', 'namespaces' or 'process', got {isolation!r}")
+        self._requested = isolation
+        self._level: Isolation | None = None
+        self._lock = threading.Lock()
+        value, _ = configured(isolation)  # validates the setting (ConfigError for a bad value)
+        if value != "auto":
+            self._level = resolve_isolation(isolation)
+
+    def get(self) -> Isolation:
+        with self._lock:
+            if self._level is None:
+                self._level = resolve_isolation(self._requested)
+            return self._level
 
 
-def _interpreter_flags() -> list[str]:
-    # Like -I (isolated) but without -E: the environment is scrubbed by us anyway, and -E
-    # would drop PYTHONHASHSEED, making set/dict-of-str iteration order vary between runs.
-    flags = ["-s", "-B"]
-    if sys.version_info >= (3, 11):
-        flags.append("-P")  # do not put the script's directory on sys.path
-    return flags
+def _limits(timeout: float, memory_mb: int) -> Limits:
+    return Limits(timeout=timeout, memory_mb=memory_mb)
 
 
-def _tail_line(path: Path) -> str:
-    """The last non-empty line of a (capped) output file, printable and short."""
+def _field(example: Example, name: str, checker: str) -> Any:
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
-            data = f.read(TAIL_BYTES)
-    except OSError:
-        return ""
-    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in lines[-1])
-    return line if len(line) <= 200 else line[:197] + "..."
+        return example[name]
+    except KeyError:
+        raise ValueError(f"{checker}: example {example.id} has no field {name!r}") from None
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The exit code, or None at the deadline."""
-    # A pidfd wakes us the moment the child exits; Popen.wait(timeout) polls with sleeps
-    # that add up to tens of milliseconds per check.
+def _entry(example: Example, checker: str) -> str:
+    entry = _field(example, "entry_point", checker)
+    if not isinstance(entry, str) or not entry.isidentifier():
+        raise ValueError(f"{checker}: entry_point {entry!r} is not an identifier")
+    return entry
+
+
+def _program(example: Example, answer: str, checker: str) -> str | Verdict:
+    if not isinstance(answer, str):
+        return verdict(False, f"answer is {type(answer).__name__}, not str")
+    prompt = _field(example, "prompt", checker) if checker == "python_tests" else example.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise ValueError(f"{checker}: example {example.id}: field 'prompt' must be text")
+    program = f"{prompt}{answer}\n"
     try:
-        fd = os.pidfd_open(proc.pid)  # Linux >= 5.3
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-        finally:
-            os.close(fd)
-        return proc.wait() if ready else None
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return None
+        program.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: no source file can hold them
+        return verdict(False, "answer is not valid Unicode text")
+    return program
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
-    proc.wait()
-
-
-def _run(program: str, timeout: float, memory_mb: int) -> Verdict:
-    with tempfile.TemporaryDirectory(prefix="evalkit-code-", ignore_cleanup_errors=True) as tmp:
-        work = Path(tmp)
-        script = work / "solution.py"
-        script.write_text(program, encoding="utf-8")
-        env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "HOME": tmp, "PYTHONHASHSEED": "0"}
-        limits = [str(memory_mb * 1024 * 1024), str(math.ceil(timeout) + 1), str(OUTPUT_LIMIT), str(OPEN_FILES)]
-        argv = [sys.executable, *_interpreter_flags(), "-c", _LAUNCHER, *limits, str(script)]
-        with (work / "stdout").open("wb") as out, (work / "stderr").open("wb") as err:
-            try:
-                proc = subprocess.Popen(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=err, start_new_session=True, close_fds=True)
-            except OSError as exc:
-                return Verdict(Status.ERROR, 0.0, f"could not start {sys.executable}: {exc}")
-            try:  # `finally`: a deadline raised by scoring's alarm must not leave the child running
-                code = _wait(proc, timeout)
-            finally:
-                _kill_group(proc)  # also kills grandchildren still in the group
-            if code is None:
-                return Verdict(Status.TIMEOUT, 0.0, f"timed out after {timeout:g}s")
-        if code == 0:
-            return verdict(True, "tests passed")  # no timing here: verdicts must be deterministic
-        last = _tail_line(work / "stderr")
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            what = f"{name} ({_SIGNALS[-code]})" if -code in _SIGNALS else name
-            return verdict(False, f"killed by {what}" + (f": {last}" if last else ""))
-        return verdict(False, last or f"exit code {code}")
+def _not_run(result: SandboxResult, timeout: float) -> Verdict | None:
+    """The verdict when the sandbox itself ended the run (timeout) or could not run it."""
+    if result.status == "timeout":
+        return Verdict(Status.TIMEOUT, 0.0, f"timed out after {timeout:g}s")
+    if result.status != "ok":
+        return Verdict(Status.ERROR, 0.0, f"sandbox: {result.error}")
+    return None
 
 
 @register("python_tests")
-def python_tests(timeout: float = 10.0, memory_mb: int = 1024) -> Check:
-    """Pass iff a HumanEval-style program exits with status 0.
+def python_tests(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolation | str | None = None) -> Check:
+    """Pass iff the example's HumanEval-style test passes against the completion.
 
     The example provides `prompt` (signature + docstring), `test` (defines
-    `check(candidate)`) and `entry_point`; the answer is the completion. The program is
-    `prompt + answer + "\\n\\n" + test + "\\n\\ncheck(entry_point)\\n"`, run by this Python.
+    `check(candidate)`) and `entry_point`; the answer is the completion. The program
+    `prompt + answer` runs in the sandbox; `test` runs in the trusted harness, which also
+    runs `prompt` for helpers the test may use (e.g. HumanEval's `poly`). Candidates must
+    take and return plain data (None, bool, int, float, complex, str, bytes, list, tuple,
+    dict, set): a function returning anything else fails.
 
-    Verdicts: PASS on exit 0; FAIL with the last stderr line (e.g. "AssertionError") or the
-    signal that killed it; TIMEOUT past `timeout` seconds of wall time; ERROR if the
-    interpreter cannot start. A missing field or a non-identifier entry point raises
-    ValueError (an ERROR verdict in scoring).
+    Verdicts: PASS "tests passed"; FAIL with the reason (an assertion and its test line,
+    the function's exception, a load error such as a SyntaxError, or the signal that killed
+    the program); TIMEOUT past `timeout` seconds of wall time; ERROR if the sandbox could
+    not run (or the test cannot run in it). A missing field or a non-identifier entry point
+    raises ValueError (an ERROR verdict in scoring).
 
     Args:
         timeout: wall-clock seconds per run (the CPU limit is ceil(timeout) + 1).
-        memory_mb: the address-space limit in MiB.
+        memory_mb: the address-space limit in MiB (each of the harness and the program).
+        isolation: "namespaces", "process", "auto" or None (the project's setting, else auto).
     """
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a finite number > 0, got {timeout!r}")
-    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int):
-        raise TypeError(f"memory_mb must be an int, got {memory_mb!r}")
-    if memory_mb < 64:
-        raise ValueError(f"memory_mb must be at least 64 (the interpreter needs it), got {memory_mb}")
-    timeout = float(timeout)
+    limits = _limits(timeout, memory_mb)
+    level = _Level(isolation)
 
     def check(example: Example, answer: str) -> Verdict:
-        if not isinstance(answer, str):
-            return verdict(False, f"answer is {type(answer).__name__}, not str")
-        try:
-            prompt, test, entry = example["prompt"], example["test"], example["entry_point"]
-        except KeyError as exc:
-            raise ValueError(f"python_tests: example {example.id} has no field {exc}") from None
-        if not isinstance(entry, str) or not entry.isidentifier():
-            raise ValueError(f"python_tests: entry_point {entry!r} is not an identifier")
-        program = f"{prompt}{answer}\n\n{test}\n\ncheck({entry})\n"
-        try:
-            program.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: no source file can hold them
-            return verdict(False, "answer is not valid Unicode text")
-        try:
-            return _run(program, timeout, memory_mb)
-        except OSError as exc:  # temporary directory or files: infrastructure, not the answer
-            return Verdict(Status.ERROR, 0.0, f"sandbox I/O error: {exc}")
+        program = _program(example, answer, "python_tests")
+        if isinstance(program, Verdict):
+            return program
+        test = _field(example, "test", "python_tests")
+        entry = _entry(example, "python_tests")
+        result = test_sandboxed(program, entry, test, prompt=example.get("prompt", ""), limits=limits,
+                                isolation=level.get())
+        stopped = _not_run(result, limits.timeout)
+        if stopped is not None:
+            return stopped
+        report = result.report or {}
+        status, reason = report.get("status"), str(report.get("reason", ""))
+        if status == "pass":
+            return verdict(True, "tests passed")  # no timing here: verdicts must be deterministic
+        if status == "error":
+            return Verdict(Status.ERROR, 0.0, reason)
+        return verdict(False, reason or "tests failed")
+
+    return check
+
+
+def _case(case: Any, i: int) -> tuple[list[Any], dict[str, Any], Any]:
+    if not isinstance(case, Mapping) or "input" not in case or "output" not in case:
+        raise ValueError(f"python_io: case {i} must be an object with 'input' and 'output'")
+    given = _wire.decode(case["input"])
+    if isinstance(given, Mapping):
+        args, kwargs = given.get("args", []), given.get("kwargs", {})
+    else:
+        args, kwargs = given, {}
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
+        raise ValueError(f"python_io: case {i}: input must be a list of arguments or "
+                         "{'args': [...], 'kwargs': {...}}")
+    return list(args), dict(kwargs), _wire.decode(case["output"])
+
+
+def _call_text(entry: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    parts = [describe(a).rsplit(" (", 1)[0] for a in args]
+    parts += [f"{k}={describe(v).rsplit(' (', 1)[0]}" for k, v in kwargs.items()]
+    text = f"{entry}({', '.join(parts)})"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@register("python_io")
+def python_io(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolation | str | None = None,
+              cases_field: str = "cases", abs_tol: float = 0.0, rel_tol: float = 0.0) -> Check:
+    """Pass iff the function returns the expected output for every case, type for type.
+
+    The example provides `entry_point`, the cases (field `cases_field`: a list of
+    {"input": [args...] or {"args": [...], "kwargs": {...}}, "output": expected}), and
+    optionally `prompt` (prepended to the answer). Values are JSON; tuples, sets, bytes,
+    non-finite floats and dicts with non-string keys use the tags of evalkit.sandbox._wire,
+    e.g. {"$tuple": [1, 2]}. The sandbox only ever sees the inputs; the results come back as
+    plain data and are compared here with exact types (True is not 1, 1 is not 1.0, a
+    tuple is not a list); floats may differ by `abs_tol`/`rel_tol`.
+
+    Verdicts: PASS; FAIL with the first wrong case and a score = the fraction of cases
+    right; TIMEOUT; ERROR if the sandbox could not run. Bad cases raise ValueError.
+    """
+    limits = _limits(timeout, memory_mb)
+    level = _Level(isolation)
+    for name, tol in (("abs_tol", abs_tol), ("rel_tol", rel_tol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {tol!r}")
+    if not isinstance(cases_field, str) or not cases_field:
+        raise TypeError(f"cases_field must be a field name, got {cases_field!r}")
+
+    def check(example: Example, answer: str) -> Verdict:
+        program = _program(example, answer, "python_io")
+        if isinstance(program, Verdict):
+            return program
+        entry = _entry(example, "python_io")
+        raw_cases = _field(example, cases_field, "python_io")
+        if not isinstance(raw_cases, list) or not raw_cases:
+            raise ValueError(f"python_io: field {cases_field!r} must be a non-empty list of cases")
+        cases = [_case(c, i) for i, c in enumerate(raw_cases)]
+        result = call_sandboxed(program, entry, [{"args": a, "kwargs": k} for a, k, _ in cases], limits=limits,
+                                isolation=level.get())
+        stopped = _not_run(result, limits.timeout)
+        if stopped is not None:
+            return stopped
+        report = result.report or {}
+        if "load_error" in report:
+            return verdict(False, str(report["load_error"]))
+        results = report.get("results")
+        if not isinstance(results, list):
+            return Verdict(Status.ERROR, 0.0, "sandbox: no results in the harness's report")
+        right, first_wrong = 0, None
+        for i, (args, kwargs, expected) in enumerate(cases):
+            got = results[i] if i < len(results) else None
+            why = None
+            if not isinstance(got, Mapping):
+                why = "not run (the program died earlier)"
+            elif "ok" in got:
+                try:
+                    value = _wire.decode(got["ok"])
+                except (ValueError, TypeError, RecursionError):
+                    value, why = None, "a malformed result"
+                if why is None and not strict_equal(expected, value, abs_tol, rel_tol):
+                    why = f"returned {describe(value)}, expected {describe(expected)}"
+            elif "exc" in got and isinstance(got["exc"], list) and len(got["exc"]) == 2:
+                why = f"raised {got['exc'][0]}: {got['exc'][1]}"
+            else:
+                why = str(got.get("fault", "no result"))
+            if why is None:
+                right += 1
+            elif first_wrong is None:
+                first_wrong = f"case {i + 1}/{len(cases)}: {_call_text(entry, args, kwargs)} {why}"
+        if first_wrong is None:
+            return verdict(True, f"{len(cases)} cases right")
+        return verdict(False, first_wrong if len(first_wrong) <= 300 else first_wrong[:297] + "...",
+                       score=right / len(cases))
 
     return check
