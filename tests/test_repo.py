@@ -47,3 +47,18 @@ def test_shipped_gate_validates():
 def test_python_m_evalkit_and_version():
     out = subprocess.run([sys.executable, "-m", "evalkit", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("evalkit ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["time_to_target.py", "eval_throughput.py"])
+def test_benchmarks_run_quick(script, tmp_path):
+    """Smoke test: the benchmarks' --quick mode runs end to end (numbers are not asserted)."""
+    pytest.importorskip("lm_eval")
+    args = [sys.executable, str(REPO / "bench" / script), "--quick"]
+    if script == "time_to_target.py":
+        args.append("--no-append")
+    else:
+        args += ["--results", str(tmp_path / "RESULTS.md")]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "ratio" in out.stdout and "x" in out.stdout
