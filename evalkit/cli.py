@@ -13,7 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+# OpenMP threads that spin while waiting make a small model 20-40x slower as soon as another
+# process shares the cores (measured in bench/eval_throughput.py); torch reads this when it loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from . import __version__
@@ -356,8 +360,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     for e in exported:
         console.print(f"{e.name}: {e.examples} examples, max_gen_toks {e.max_gen_toks} ->",
                       safe_text(str(e.yaml)), soft_wrap=True)
-    console.print(f"run: HF_DATASETS_OFFLINE=1 lm-eval run --model hf --model_args pretrained=MODEL,device=cpu "
-                  f"--include_path {out} --tasks {' '.join(e.name for e in exported)}", highlight=False, soft_wrap=True)
+    console.print(f"run: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm-eval run --model hf --model_args pretrained=MODEL "
+                  f"--device cpu --include_path {out} --tasks {' '.join(e.name for e in exported)}", highlight=False,
+                  soft_wrap=True)
     return ExitCode.OK
 
 
@@ -373,6 +378,36 @@ def cmd_init(args: argparse.Namespace) -> int:
         out.print("nothing to do: the layout is already there")
     out.print(f"next: cd {root} && evalkit selftest && evalkit finetune finetune/double.yaml", highlight=False)
     return ExitCode.OK
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ._display import TrainingDisplay
+    from ._experiment_report import render_terminal
+    from ._experiment_run import TaskSource
+    from .experiment import exit_code, run_experiment
+
+    registry = load_registry(args)
+    config = load_config()
+    tasks = (TaskSource(tuple(str(Path(p).resolve()) for p in args.tasks_dir), not args.no_entry_points)
+             if args.tasks_dir else TaskSource(tuple(map(str, config.tasks)), not args.no_entry_points,
+                                               not config.tasks_configured))
+    summary = run_experiment(Path(args.file), registry=registry, tasks=tasks, jobs=args.jobs, ray_address=args.ray,
+                             resume=args.resume, force=args.force, output=Path(args.output) if args.output else None,
+                             console=_console(stderr=True),
+                             display_factory=lambda name: TrainingDisplay(_console(stderr=True)))
+    render_terminal(summary, _console())
+    return exit_code(summary)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The sandbox's isolation in force and why; exit 3 if the configured level is unavailable."""
+    from .sandbox import doctor
+
+    lines, code = doctor()
+    console = _console()
+    for line in lines:
+        console.print(safe_text(line), soft_wrap=True)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("run", parents=[common], help="evaluate a model on tasks (journaled, resumable)")
-    p.add_argument("--model", required=True, help="hf:PATH | openai:URL | python:MODULE:FUNCTION | oracle")
+    p.add_argument("--model", required=True,
+                   help="hf:PATH | openai:URL | python:MODULE:FUNCTION | lmeval:MODEL,ARGS | oracle")
     p.add_argument("--task", action="append", metavar="TASK", help="name, glob or tag:NAME (repeatable; default all)")
     p.add_argument("--tag", action="append")
     p.add_argument("-n", type=int, default=100, help="examples per task (default 100)")
@@ -486,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", help="prepended to each lm-eval task name")
     p.set_defaults(func=cmd_export, tag=None)
 
+    p = sub.add_parser("doctor", help="show the sandbox isolation in force and the kernel features behind it")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("finetune", parents=[common], help="train until the task checkers say the target is met")
     p.add_argument("recipe", help="a recipe YAML, e.g. finetune/addition.yaml")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
@@ -493,6 +532,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output folder (default: the recipe's, else reports/<recipe name>)")
     p.add_argument("--max-steps", type=int, help="override the recipe's step budget")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("experiment", parents=[common], help="a size ladder or a data-source ablation of a recipe")
+    p.add_argument("file", help="an experiment YAML, e.g. finetune/ladder.yaml")
+    p.add_argument("--jobs", type=int, metavar="N", help="trials at a time, each in its own process (default 1; "
+                   "with --ray: the cluster's CPUs)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run each trial as a task on this Ray cluster (host:port)")
+    p.add_argument("--resume", action="store_true", help="continue: finished trials are kept, not re-run")
+    p.add_argument("--force", action="store_true", help="delete the experiment folder first")
+    p.add_argument("--output", help="experiment folder (default: the file's, else reports/<name>)")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
