@@ -31,11 +31,23 @@ def test_library_accepts_a_torch_range():
     assert re.search(r'"torch>=2\.\d+"', text) and "torch==" not in text
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "finetune").glob("*.yaml")))
-def test_shipped_recipes_validate(recipe):
-    from evalkit.recipe import load_recipe
+def _is_experiment(path) -> bool:
+    import yaml
 
-    assert load_recipe(REPO / "finetune" / recipe).targets
+    return "recipe" in (yaml.safe_load(path.read_text()) or {})
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "finetune").glob("*.yaml")))
+def test_shipped_recipes_and_experiments_validate(recipe):
+    path = REPO / "finetune" / recipe
+    if _is_experiment(path):
+        from evalkit.experiment import load_experiment
+
+        assert load_experiment(path)
+    else:
+        from evalkit.recipe import load_recipe
+
+        assert load_recipe(path).targets
 
 
 def test_shipped_gate_validates():
