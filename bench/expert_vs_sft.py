@@ -170,20 +170,21 @@ def main(argv: list[str] | None = None) -> int:
                          + ", ".join(f"({m - s['points'][0][0]:.1f}, {st}, {r:.0%})" for m, st, r in s["points"]))
         a, b = out["expert iteration (checker only)"], out["SFT on reference answers"]
         ratio = a["gain_pp_per_min"] / b["gain_pp_per_min"] if b["gain_pp_per_min"] > 0 else float("nan")
-        notes.insert(0, f"expert iteration / SFT, held-out gain per minute: {ratio:.2f}x (SFT is told the answers: "
-                        "the upper bound a checker-only method is measured against)")
-        notes.append(f"learning rates: expert iteration rounds {ei['expert_iteration'].get('lr') or ei['train']['lr']}, "
-                     f"SFT {sft['train'].get('lr')} (each arm's recipe setting); batch {sft['train'].get('batch_size')}; "
+        notes.insert(0, f"ratio expert iteration / SFT of the held-out gain per minute: {ratio:.2f}x (SFT is told "
+                        "the answers: the upper bound a checker-only method is measured against)")
+        ei_lr = ei["expert_iteration"].get("lr") or ei["train"]["lr"]
+        notes.append(f"learning rates: expert iteration rounds {ei_lr}, SFT {sft['train'].get('lr')} (each arm's "
+                     f"recipe setting); batch {sft['train'].get('batch_size')}; "
                      f"SFT data: {sft['data']['sources'][0]['n']} reference answers (as many prompts as expert "
                      "iteration samples).")
-    x = base["expert_iteration"]
+    x, task = base["expert_iteration"], next(iter(base["eval"]["tasks"]))
     env = {"recipe": f"{args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe}"
                      f"{' (--quick sizes)' if args.quick else ''}",
            "model": ", ".join(f"{k}={v}" for k, v in base["model"].items()),
            "expert iteration": f"{x['rounds']} rounds x {x['steps_per_round']} steps, k={x['k']}, "
                                f"T={x['temperature']}, {x['prompts_per_round']} prompts/round, "
                                f"cap {x['cap_per_prompt']}/prompt",
-           "eval": f"{next(iter(base['eval']['tasks']))} level {next(iter(base['eval']['tasks'].values())).get('level')}, "
+           "eval": f"{task} level {base['eval']['tasks'][task].get('level')}, "
                    f"n={base['eval'].get('n', 200)}, every {base['eval'].get('every')} steps",
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
            "versions": f"python {platform.python_version()}, torch {torch.__version__}, "

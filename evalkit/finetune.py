@@ -8,7 +8,9 @@ from the Trainer). Evaluation is a callback calling the same runner in memory on
 split; each evaluation writes a run record and a checkpoint; training stops when every target
 has been met on `confirm` consecutive evaluations (pass rates are not monotone), or when the
 budget ends (exit 1, naming the missed targets). Checkpoints are written to a staging folder
-and renamed when complete, so a partial one is never resumed from.
+and renamed when complete, so a partial one is never resumed from. Recipes with
+`mode: expert_iteration` or `mode: grpo` are run by `evalkit.verifier`, which reuses this file's
+pieces (`Loop`, `make_trainer`, `finish`).
 
 Output folder (default `reports/<recipe name>/`):
     model/                the best model by the checker metric (HF format, safetensors)
@@ -22,6 +24,7 @@ Output folder (default `reports/<recipe name>/`):
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -107,7 +110,8 @@ class Loop:
         self.display = display
         self.state = LoopState()
         self.targets = {t.task: t for t in recipe.targets}
-        self.tasks = [registry.get(t.task) for t in recipe.targets]
+        self.tasks = [evaluation_task(registry.get(t.task), recipe.eval_checkers.get(t.task))
+                      for t in recipe.targets]
         for t in recipe.targets:
             if t.target is None and self.registry.get(t.task).target is None:
                 raise ConfigError(f"task {t.task!r} has no target: set eval.tasks.{t.task}.target",
@@ -116,6 +120,11 @@ class Loop:
         self.last_loss: float | None = None
         self.model: Any = None
         self.tokenizer: Any = None
+        # Verifier modes train in several Trainer runs (rounds): steps already trained before the
+        # current one, so evaluations, checkpoints and curves count steps across the whole run.
+        self.step_offset = 0
+        self.entry_extra: dict[str, Any] = {}  # merged into each history entry (phase, round, levels)
+        self.training_meta: dict[str, Any] = {}  # merged into the final record's meta.training
 
     def target_of(self, name: str) -> float:
         t = self.targets[name]
@@ -153,7 +162,8 @@ class Loop:
                                 "on": self.targets[t["name"]].on, "met": met}
         wall = self.state.elapsed_s + (time.monotonic() - self.start_time)
         entry = {"step": step, "epoch": epoch, "loss": self.last_loss, "wall_s": round(wall, 2), "rates": rates,
-                 "all_met": met_all, "record": str(folder.relative_to(self.output))}
+                 "all_met": met_all, "record": str(folder.relative_to(self.output)),
+                 **copy.deepcopy(self.entry_extra)}
         self.state.history.append(entry)
         self.state.consecutive_met = self.state.consecutive_met + 1 if met_all else 0
         key = [1.0 if met_all else 0.0, min(margins), sum(r["rate"] for r in rates.values()) / len(rates)]
@@ -199,10 +209,25 @@ class Loop:
                 shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def _make_trainer_class():
-    from transformers import Trainer
+def evaluation_task(task: Any, checker: Any = None) -> Any:
+    """`task`, or a copy of it judged by `checker` (a recipe's eval.checkers: evaluation only)."""
+    if checker is None:
+        return task
+    from . import checkers
+    from .verdict import as_verdict
 
-    class AtomicTrainer(Trainer):
+    check = checkers.make(checker)
+    judged = copy.copy(task)
+    judged.check = lambda ex, answer: as_verdict(check(ex, answer))  # shadows Task.check on this copy
+    return judged
+
+
+def _make_trainer_class(base: Any = None):
+    """AtomicTrainer over `base` (default: transformers.Trainer; the GRPO mode passes TRL's GRPOTrainer)."""
+    if base is None:
+        from transformers import Trainer as base
+
+    class AtomicTrainer(base):
         """A Trainer whose checkpoints appear only when complete (staging folder + rename)."""
 
         evalkit_loop: Loop | None = None
@@ -212,7 +237,9 @@ def _make_trainer_class():
             return self._staging or super()._get_output_dir(trial)
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            step = self.state.global_step
+            loop = self.evalkit_loop
+            local = self.state.global_step  # the folder name the Trainer writes
+            step = local + (loop.step_offset if loop is not None else 0)  # the run's step
             root = Path(self.args.output_dir)
             staging = root / f".staging-{step}"
             if self.args.should_save:
@@ -224,12 +251,11 @@ def _make_trainer_class():
                 self._staging = None
             if not self.args.should_save:
                 return
-            folder = staging / f"checkpoint-{step}"
-            loop = self.evalkit_loop
+            folder = staging / f"checkpoint-{local}"
             if loop is not None:
                 (folder / STATE_FILE).write_text(json.dumps(loop.state_for_checkpoint(), indent=1))
             _fault("kill-during-save", step)
-            final = root / folder.name
+            final = root / f"checkpoint-{step}"
             if final.exists():
                 shutil.rmtree(final)
             os.replace(folder, final)  # the checkpoint becomes visible only now, complete
@@ -262,15 +288,16 @@ def _make_callback(loop: Loop):
                 loop.last_loss = float(logs["loss"])
                 # Logging runs after on_step_end: the loss of the steps up to an evaluation arrives
                 # just after it (and before the checkpoint is saved, so a resume keeps it).
-                if loop.state.history and loop.state.history[-1]["step"] == state.global_step:
+                step = loop.step_offset + state.global_step
+                if loop.state.history and loop.state.history[-1]["step"] == step:
                     loop.state.history[-1]["loss"] = loop.last_loss
                 if loop.display:
-                    loop.display.progress(state.global_step, state.max_steps, loop.last_loss)
+                    loop.display.progress(step, loop.step_offset + state.max_steps, loop.last_loss)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            step = state.global_step
+            step = loop.step_offset + state.global_step
             out_of_time = bool(_broadcast([1.0 if loop.out_of_time() else 0.0])[0])
-            if step % loop.recipe.eval_every == 0 or step >= state.max_steps or out_of_time:
+            if step % loop.recipe.eval_every == 0 or state.global_step >= state.max_steps or out_of_time:
                 stop = loop.evaluate(model, step, state.epoch)
                 control.should_save = True
                 if out_of_time and not stop:
@@ -278,7 +305,7 @@ def _make_callback(loop: Loop):
                 if stop or out_of_time:
                     control.should_training_stop = True
             elif loop.display:
-                loop.display.progress(step, state.max_steps, loop.last_loss)
+                loop.display.progress(step, loop.step_offset + state.max_steps, loop.last_loss)
             return control
 
     return EvalkitCallback()
@@ -317,16 +344,17 @@ def _build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) ->
     return model.train(), tokenizer
 
 
-def _export_best(loop: Loop, trainer: Any, output: Path) -> int | None:
-    """Save the best model (by the checker metric) to output/model as plain HF weights."""
+def _export_best(loop: Loop, model: Any, ckpt_dir: Path, current: int, output: Path) -> int | None:
+    """Save the best model (by the checker metric) to output/model as plain HF weights.
+
+    `model` holds the weights of step `current`; another best step is loaded from its checkpoint.
+    """
     from .models.tiny import save_model
 
     if not loop.state.best:
         return None
     best_step = loop.state.best[0]["step"]
-    model = trainer.model
-    ckpt = Path(trainer.args.output_dir) / f"checkpoint-{best_step}"
-    current = trainer.state.global_step
+    ckpt = Path(ckpt_dir) / f"checkpoint-{best_step}"
     if best_step != current and ckpt.is_dir():
         from safetensors.torch import load_file
 
@@ -358,10 +386,16 @@ def _final_record(loop: Loop, output: Path, best_step: int | None, data_report: 
     shutil.copyfile(output / entry["record"] / "samples.jsonl", output / "samples.jsonl")
     data["samples_file"] = "samples.jsonl"
     data["model"] = {"spec": f"hf:{output / 'model'}", "identity": data["model"]["identity"]}
+    for t in data["tasks"]:  # the recipe's targets, so that `evalkit gate OUTPUT` judges what training aimed at
+        if t["name"] in loop.targets:
+            t["target"] = loop.target_of(t["name"])
+            t["meets_target"] = t["rate"] >= t["target"]
     data["meta"] = {**data.get("meta", {}), "training": {
-        "recipe": str(loop.recipe.file), "best_step": best_step, "history": loop.state.history,
-        "stopped_because": loop.state.stopped_because, "data": data_report,
+        "recipe": str(loop.recipe.file), "mode": loop.recipe.mode, "best_step": best_step,
+        "history": loop.state.history, "stopped_because": loop.state.stopped_because, "data": data_report,
         "targets": {t.task: {"target": loop.target_of(t.task), "on": t.on} for t in loop.recipe.targets},
+        **({"eval_checkers": loop.recipe.eval_checkers} if loop.recipe.eval_checkers else {}),
+        **loop.training_meta,
     }}
     from .record import RunRecord
 
@@ -391,20 +425,24 @@ def _quiet_libraries() -> None:
         pass
 
 
-def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: bool = False, force: bool = False,
-             registry: Any = None, display: Any = None, max_steps: int | None = None,
-             overrides: dict[str, Any] | None = None) -> FinetuneResult:
-    """Run a recipe to its targets (or its budget). See the module docstring for the outputs.
+@dataclass
+class Prepared:
+    """A recipe made ready to run: where it writes, what it resumes from, the task registry."""
 
-    Args:
-        overrides: merged into the recipe before validation (see `recipe.load_recipe`).
-    """
+    recipe: Recipe
+    output: Path
+    ckpt_dir: Path
+    resume_from: Path | None
+    registry: Any
+
+
+def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool = False, force: bool = False,
+            registry: Any = None, overrides: dict[str, Any] | None = None) -> Prepared:
+    """Load the recipe, settle the output folder (--force / --resume), threads and the task registry."""
     import torch
-    from transformers import TrainingArguments
 
     from .config import load_config
     from .discovery import discover
-    from .trainingdata import CompletionCollator, build_training_rows, tokenize_rows
 
     recipe = load_recipe(recipe_path, overrides)
     config = load_config()
@@ -422,13 +460,107 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
     if ckpt_dir.is_dir() and _is_main():
         for stale in ckpt_dir.glob(".staging-*"):  # a save that a kill interrupted
             shutil.rmtree(stale, ignore_errors=True)
-    resume_from = existing[-1] if (resume and existing) else None
     if recipe.train.get("threads"):
         torch.set_num_threads(recipe.train["threads"])
     if registry is None:
         registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured)
+    return Prepared(recipe, output, ckpt_dir, existing[-1] if (resume and existing) else None, registry)
+
+
+def training_arguments(recipe: Recipe, ckpt_dir: Path, max_steps: int, *, cls: Any = None, **overrides: Any) -> Any:
+    """The recipe's TrainingArguments (or `cls`, e.g. TRL's GRPOConfig), with `overrides` applied."""
+    import torch
+
+    if cls is None:
+        from transformers import TrainingArguments as cls
+    t = recipe.train
+    kwargs = dict(
+        output_dir=str(ckpt_dir), max_steps=max_steps,
+        per_device_train_batch_size=t["batch_size"], gradient_accumulation_steps=t["gradient_accumulation"],
+        learning_rate=t["lr"], lr_scheduler_type=t["scheduler"], warmup_steps=t["warmup_steps"],
+        weight_decay=t["weight_decay"], max_grad_norm=t["max_grad_norm"], logging_steps=10,
+        save_strategy="no", report_to=[], seed=recipe.seed, data_seed=recipe.seed, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), bf16=bool(t.get("bf16")), remove_unused_columns=False,
+        disable_tqdm=True, save_only_model=False, ddp_find_unused_parameters=False,
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def attach(trainer: Any, loop: Loop) -> Any:
+    """Give a trainer the evalkit evaluation callback (and no progress printing of its own)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.evalkit_loop = loop
+    trainer.add_callback(_make_callback(loop))
+    for quiet in (PrinterCallback, ProgressCallback):  # the live display shows progress instead
+        trainer.remove_callback(quiet)
+    return trainer
+
+
+def make_trainer(loop: Loop, model: Any, tokenizer: Any, rows: list[Any], *, ckpt_dir: Path, max_steps: int,
+                 **overrides: Any) -> Any:
+    """A Trainer that fine-tunes `model` on prompt/completion `rows` (loss on the completion) for
+    `max_steps`, evaluating and checkpointing through `loop` (stops when every target is met)."""
+    from .trainingdata import CompletionCollator, tokenize_rows
+
+    args = training_arguments(loop.recipe, ckpt_dir, max_steps, **overrides)
+    trainer = _make_trainer_class()(model=model, args=args, train_dataset=tokenize_rows(rows, tokenizer),
+                                    data_collator=CompletionCollator(tokenizer.pad_token_id))
+    return attach(trainer, loop)
+
+
+def finish(loop: Loop, model: Any, ckpt_dir: Path, current_step: int, data_report: dict[str, Any],
+           default_reason: str, *, met: bool | None = None) -> FinetuneResult:
+    """Name missed targets, export the best model, write the final record and report.
+
+    Args:
+        current_step: the step whose weights `model` holds.
+        default_reason: why training stopped, when the loop did not say (e.g. the budget ended).
+        met: overrides the confirmed-target rule (None: last evaluation met and confirmed).
+    """
+    recipe, output = loop.recipe, loop.output
+    if loop.state.stopped_because is None:
+        loop.state.stopped_because = default_reason
+    missed = []
+    last = loop.state.history[-1] if loop.state.history else None
+    if last:
+        for name, r in last["rates"].items():
+            if not r["met"]:
+                measured = r["low"] if r["on"] == "lower_bound" else r["rate"]
+                what = "95% lower bound" if r["on"] == "lower_bound" else "pass rate"
+                missed.append(f"{name}: {what} {measured:.1%} < target {r['target']:.1%} "
+                              f"(short by {100 * (r['target'] - measured):.1f} points)")
+    if met is None:
+        met = bool(last and last["all_met"] and loop.state.consecutive_met >= recipe.confirm)
+    met = bool(_broadcast([1.0 if met else 0.0])[0])  # only rank 0 evaluates: every rank exits alike
+    best_step = record_path = None
+    if _is_main():
+        best_step = _export_best(loop, model, ckpt_dir, current_step, output)
+        record_path = _final_record(loop, output, best_step, data_report)
+    return FinetuneResult(output, met, best_step, record_path, loop.state.stopped_because, tuple(missed),
+                          is_main=_is_main())
+
+
+def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: bool = False, force: bool = False,
+             registry: Any = None, display: Any = None, max_steps: int | None = None,
+             overrides: dict[str, Any] | None = None) -> FinetuneResult:
+    """Run a recipe to its targets (or its budget). See the module docstring for the outputs.
+
+    Args:
+        overrides: merged into the recipe before validation (see `recipe.load_recipe`).
+    """
+    from .trainingdata import build_training_rows
+
+    run = prepare(recipe_path, output=output, resume=resume, force=force, registry=registry, overrides=overrides)
+    recipe, output, ckpt_dir, resume_from = run.recipe, run.output, run.ckpt_dir, run.resume_from
+    registry = run.registry
     if not _is_main():
         display = None  # one live display, on rank 0
+    if recipe.verifier_only:
+        from .verifier import run_verifier
+
+        return run_verifier(run, display=display, max_steps=max_steps)
     loop = Loop(recipe, output, registry=registry, resume=resume_from is not None, display=display)
     eval_examples = [ex for t in recipe.targets for ex in registry.get(t.task).examples(
         "eval", n=t.n or recipe.eval_n, seed=recipe.eval_seed, level=t.level)]
@@ -442,27 +574,8 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
         (output / "data.json").write_text(json.dumps(report.to_dict(), indent=1))
     if display:
         display.start(recipe, report, model, resume_from)
-    dataset = tokenize_rows(rows, tokenizer)
-    t = recipe.train
-    use_cpu = not torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), max_steps=max_steps or recipe.max_steps,
-        per_device_train_batch_size=t["batch_size"], gradient_accumulation_steps=t["gradient_accumulation"],
-        learning_rate=t["lr"], lr_scheduler_type=t["scheduler"], warmup_steps=t["warmup_steps"],
-        weight_decay=t["weight_decay"], max_grad_norm=t["max_grad_norm"], logging_steps=10,
-        save_strategy="no", report_to=[], seed=recipe.seed, data_seed=recipe.seed, dataloader_num_workers=0,
-        use_cpu=use_cpu, bf16=bool(t.get("bf16")), remove_unused_columns=False, disable_tqdm=True,
-        save_only_model=False, ddp_find_unused_parameters=False,
-    )
-    trainer_cls = _make_trainer_class()
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
-                          data_collator=CompletionCollator(tokenizer.pad_token_id))
-    trainer.evalkit_loop = loop
-    trainer.add_callback(_make_callback(loop))
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for quiet in (PrinterCallback, ProgressCallback):  # the live display shows progress instead
-        trainer.remove_callback(quiet)
+    steps = max_steps or recipe.max_steps
+    trainer = make_trainer(loop, model, tokenizer, rows, ckpt_dir=ckpt_dir, max_steps=steps)
     if resume_from is not None:
         loop.restore(resume_from)
     try:
@@ -470,25 +583,9 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
     finally:
         if display:
             display.stop()
-    if loop.state.stopped_because is None:
-        loop.state.stopped_because = f"step budget of {args.max_steps} steps used"
-    missed = []
-    last = loop.state.history[-1] if loop.state.history else None
-    if last:
-        for name, r in last["rates"].items():
-            if not r["met"]:
-                measured = r["low"] if r["on"] == "lower_bound" else r["rate"]
-                what = "95% lower bound" if r["on"] == "lower_bound" else "pass rate"
-                missed.append(f"{name}: {what} {measured:.1%} < target {r['target']:.1%} "
-                              f"(short by {100 * (r['target'] - measured):.1f} points)")
-    met = bool(last and last["all_met"] and loop.state.consecutive_met >= recipe.confirm)
-    met = bool(_broadcast([1.0 if met else 0.0])[0])  # only rank 0 evaluates: every rank exits alike
-    best_step = record_path = None
-    if _is_main():
-        best_step = _export_best(loop, trainer, output)
-        record_path = _final_record(loop, output, best_step, report.to_dict())
-    return FinetuneResult(output, met, best_step, record_path, loop.state.stopped_because, tuple(missed),
-                          is_main=_is_main())
+    return finish(loop, trainer.model, ckpt_dir, trainer.state.global_step, report.to_dict(),
+                  f"step budget of {steps} steps used")
 
 
-__all__ = ["finetune", "FinetuneResult", "complete_checkpoints", "EvalkitError"]
+__all__ = ["finetune", "FinetuneResult", "complete_checkpoints", "EvalkitError", "make_trainer", "finish",
+           "prepare", "Loop"]

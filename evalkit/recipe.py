@@ -16,6 +16,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 FILTER_DEFAULTS: dict[str, Any] = {"dedupe": True, "near_dedupe": True, "min_chars": 1, "max_tokens": None,
                                    "verify_reference": True}
+MODES = ("sft", "expert_iteration", "grpo")
+EXPERT_ITERATION_DEFAULTS: dict[str, Any] = {
+    "rounds": 10, "k": 8, "temperature": 1.0, "top_p": 1.0, "prompts_per_round": 256, "cap_per_prompt": 2,
+    "steps_per_round": 50, "lr": None, "warmup_steps": 0, "accumulate": True,
+}
+GRPO_DEFAULTS: dict[str, Any] = {
+    "steps": 200, "num_generations": 8, "prompts_per_step": 8, "lr": 1e-5, "beta": 0.0, "temperature": 1.0,
+    "format_reward": 0.0, "max_completion_length": None, "warmup_steps": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,21 @@ class Recipe:
     max_minutes: float | None
     output: Path | None
     raw: dict[str, Any] = field(default_factory=dict)
+    mode: str = "sft"
+    warm_start: dict[str, Any] = field(default_factory=dict)  # {"steps": N} and/or {"model": PATH}
+    expert_iteration: dict[str, Any] = field(default_factory=dict)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    curriculum: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> rule fields given
+    eval_checkers: dict[str, Any] = field(default_factory=dict)  # task -> evaluation-only checker spec
 
     @property
     def base_is_scratch(self) -> bool:
         return self.model["base"] == "scratch"
+
+    @property
+    def verifier_only(self) -> bool:
+        """Expert iteration or GRPO: the task checkers supervise training (see evalkit.verifier)."""
+        return self.mode != "sft"
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -101,13 +121,25 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         if isinstance(src, dict) and isinstance(src.get("levels"), dict):
             src["levels"] = {str(k): v for k, v in src["levels"].items()}
     validate(data, "recipe", path)
+    mode = data.get("mode", "sft")
+    _check_mode_sections(data, mode, path)
     model = dict(data["model"])
+    warm_start = dict(data.get("warm_start") or {})
+    if warm_start.get("model"):
+        if model["base"] != "scratch":
+            raise ConfigError("give the starting model once: model.base is already a model folder",
+                              file=path, field="warm_start.model")
+        model["base"] = warm_start["model"]
     if model["base"] != "scratch":
+        where = "warm_start.model" if warm_start.get("model") else "model.base"
         base = (path.parent / model["base"]).resolve()
         if not (base / "config.json").is_file():
             raise ConfigError(f"{base} is not a local Hugging Face model folder (no config.json); use 'scratch' "
-                              "or a local path — evalkit never downloads models", file=path, field="model.base")
+                              "or a local path — evalkit never downloads models", file=path, field=where)
         model["base"] = str(base)
+        if warm_start.get("model"):
+            warm_start["model"] = str(base)
+    data.setdefault("data", {"sources": []})
     sources = []
     for i, src in enumerate(data["data"]["sources"]):
         src = dict(src)
@@ -127,6 +159,19 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
                     for name, spec in ev["tasks"].items())
     budget = data.get("budget", {})
     train = {**TRAIN_DEFAULTS, **data.get("train", {})}
+    eval_checkers = dict(ev.get("checkers") or {})
+    for name, spec in eval_checkers.items():
+        if name not in ev["tasks"]:
+            raise ConfigError(f"checker for {name!r}, which is not in eval.tasks", file=path,
+                              field=f"eval.checkers.{name}")
+        try:
+            from . import checkers
+
+            checkers.make(spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(str(exc).strip("'\""), file=path, field=f"eval.checkers.{name}") from None
+    curriculum = {name: dict(spec or {}) for name, spec in (data.get("curriculum") or {}).items()}
+    _check_curriculum(curriculum, ev["tasks"], path)
     return Recipe(
         file=path, name=data["name"], description=data.get("description", ""), seed=data.get("seed", 0),
         model=model, sources=tuple(sources), size=data["data"].get("size"),
@@ -137,4 +182,40 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         keep_best=ev.get("keep_best", 2), max_steps=budget.get("max_steps", 5000),
         max_minutes=budget.get("max_minutes"),
         output=Path(data["output"]) if data.get("output") else None, raw=data,
+        mode=mode, warm_start=warm_start,
+        expert_iteration={**EXPERT_ITERATION_DEFAULTS, **(data.get("expert_iteration") or {})},
+        grpo={**GRPO_DEFAULTS, **(data.get("grpo") or {})}, curriculum=curriculum, eval_checkers=eval_checkers,
     )
+
+
+def _check_mode_sections(data: dict[str, Any], mode: str, path: Path) -> None:
+    """Sections that only one mode reads are errors under another (a typo'd mode would ignore them)."""
+    for section in ("expert_iteration", "grpo"):
+        if section in data and mode != section:
+            raise ConfigError(f"the {section} section is only read with mode: {section} (mode is {mode})",
+                              file=path, field=section)
+    if mode == "sft":
+        for section in ("warm_start", "curriculum"):
+            if section in data:
+                raise ConfigError(f"{section} applies to the verifier-only modes (expert_iteration, grpo); "
+                                  "mode is sft", file=path, field=section)
+        if "data" not in data:
+            raise ConfigError("required field is missing", file=path, field="data")
+    if (data.get("warm_start") or {}).get("steps") and not ((data.get("data") or {}).get("sources")):
+        raise ConfigError("warm-start SFT steps need data.sources (reference answers or JSONL)", file=path,
+                          field="warm_start.steps")
+
+
+def _check_curriculum(curriculum: dict[str, dict[str, Any]], eval_tasks: dict[str, Any], path: Path) -> None:
+    for name, rule in curriculum.items():
+        where = f"curriculum.{name}"
+        if name not in eval_tasks:
+            raise ConfigError(f"task {name!r} is not in eval.tasks", file=path, field=where)
+        rise, fall = rule.get("rise", 0.7), rule.get("fall", 0.3)
+        if not fall < rise:
+            raise ConfigError(f"fall ({fall}) must be below rise ({rise})", file=path, field=f"{where}.fall")
+        lo, hi, start = rule.get("min_level"), rule.get("max_level"), rule.get("start")
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"min_level {lo} > max_level {hi}", file=path, field=f"{where}.min_level")
+        if start is not None and ((lo is not None and start < lo) or (hi is not None and start > hi)):
+            raise ConfigError(f"start {start} is outside [min_level, max_level]", file=path, field=f"{where}.start")

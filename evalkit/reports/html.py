@@ -148,8 +148,10 @@ def _curves(record: RunRecord) -> str:
             step = float(h["step"])
             pts.append((step, float(r["rate"])))
             band.append((step, float(r.get("low", r["rate"])), float(r.get("high", r["rate"]))))
+            level = (h.get("levels") or {}).get(name)  # verifier modes: the level trained at (curriculum)
             tips.append(f"{name} · step {h['step']}: {pct(r['rate'])} "
-                        f"(95% CI {pct(r.get('low', r['rate']))}–{pct(r.get('high', r['rate']))})")
+                        f"(95% CI {pct(r.get('low', r['rate']))}–{pct(r.get('high', r['rate']))})"
+                        + (f" · training level {level}" if level is not None else ""))
         series.append(Series(name, colour, pts, band, targets.get(name), tips))
         tgt = targets.get(name)
         legend.append(f'<span><i style="background:{colour}"></i>{e(name)}'
@@ -160,6 +162,17 @@ def _curves(record: RunRecord) -> str:
     parts = ['<h2>Learning curves</h2><section class="panel">',
              '<p class="chart-title">Pass rate vs step <span class="sub">— shaded: 95% interval; dashed: target'
              '</span></p>', f'<div class="legend">{"".join(legend)}</div>', rate_chart, "</section>"]
+    levelled = [n for n in names if len({(h.get("levels") or {}).get(n) for h in history} - {None}) > 1]
+    if levelled:  # a curriculum moved some level: draw each task's training level against the step
+        lv = [Series(n, PALETTE[names.index(n) % len(PALETTE)],
+                     [(float(h["step"]), (h.get("levels") or {}).get(n)) for h in history],
+                     tips=[f"{n} · step {h['step']}: level {(h.get('levels') or {}).get(n)}" for h in history])
+              for n in levelled]
+        top = max(v for s_ in lv for _, v in s_.points if v is not None)
+        chart = line_chart(lv, y_lo=0.0, y_hi=float(top), y_fmt=lambda v: f"{v:g}", x_label="training step",
+                           y_label="level", title="curriculum level per task vs step", height=220)
+        parts += ['<section class="panel"><p class="chart-title">Curriculum level <span class="sub">— the level '
+                  'each task trained at</span></p>', chart, "</section>"]
     losses = [(float(h["step"]), h.get("loss")) for h in history]
     known = [v for _, v in losses if isinstance(v, (int, float))]
     if known:
