@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from . import stats
 from .errors import ConfigError, ExitCode
@@ -94,14 +93,10 @@ def load_gate(path: Path | None = None, pyproject_table: dict[str, Any] | None =
               pyproject: Path | None = None) -> GateConfig:
     """A gate config from a YAML file, or else from `[tool.evalkit.gate]`."""
     if path is not None:
+        from ._yaml import read_yaml
+
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read gate config: {exc.strerror}", file=path) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", file=path) from None
-        return parse_gate(data, path, path.parent)
+        return parse_gate(read_yaml(path, "gate config"), path, path.parent)
     if pyproject_table:
         return parse_gate(pyproject_table, f"{pyproject}: [tool.evalkit.gate]",
                           pyproject.parent if pyproject else Path.cwd())

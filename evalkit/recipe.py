@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .errors import ConfigError
 
@@ -101,17 +100,10 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
     """
     from .yamltask import validate
 
+    from ._yaml import read_yaml
+
     path = Path(path).resolve()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("recipe not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read recipe: {exc}", file=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=path) from None
+    data = read_yaml(path, "recipe")
     if overrides:
         if not isinstance(data, dict):
             raise ConfigError("expected a mapping at the top level", file=path)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .example import Example, example_id, split_of, SPLITS
-from .extract import Extractor, cut_at_stop, make_extractor
+from .extract import Extractor, cut_at_stop
 from .verdict import Verdict, as_verdict
 
 TASK_MARKER = "__evalkit_task__"

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from . import checkers
 from .errors import ConfigError
@@ -203,15 +202,10 @@ class YamlTask:
 
 def load_yaml_task(file: Path) -> Task:
     """Load and validate one declarative task file."""
+    from ._yaml import read_yaml
+
     file = Path(file)
-    try:
-        spec = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=file) from None
+    spec = read_yaml(file, "task file")
     validate(spec, "task", file)
     impl = YamlTask(spec, file)
     if spec.get("reference") is not None:

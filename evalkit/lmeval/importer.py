@@ -45,7 +45,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .. import checkers
 from ..errors import ConfigError
@@ -113,14 +112,9 @@ def _read(file: Path) -> dict[str, Any]:
 
     from ..yamltask import schema_error
 
-    try:
-        spec = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=file) from None
+    from .._yaml import read_yaml
+
+    spec = read_yaml(file, "task file")
     errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))
     if errors:
         path, message = schema_error(jsonschema.exceptions.best_match(errors))

@@ -60,6 +60,14 @@ class GenerationStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def check_generate_args(config: "GenerationConfig", num_samples: int) -> None:
+    """The argument checks every backend's `generate` makes (ValueError on bad input)."""
+    if config.max_new_tokens is None or config.max_new_tokens < 1:
+        raise ValueError("config.max_new_tokens must be a positive int (the runner sizes it)")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+
+
 @runtime_checkable
 class ModelBackend(Protocol):
     """Anything that can answer prompts for the runner.

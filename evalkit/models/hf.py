@@ -29,7 +29,7 @@ import torch
 from transformers import StoppingCriteria
 
 from ..extract import cut_at_stop
-from .base import GenerationStats
+from .base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -170,10 +170,7 @@ class HFBackend:
     def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None."""
-        if config.max_new_tokens is None or config.max_new_tokens < 1:
-            raise ValueError("config.max_new_tokens must be a positive int (the runner sizes it)")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_generate_args(config, num_samples)
         start = time.perf_counter()
         prompts = list(prompts)
         sampling = config.temperature > 0

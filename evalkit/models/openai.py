@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EvalkitError, ExitCode
 from ..extract import cut_at_stop
-from .base import GenerationStats
+from .base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
     from ..task import GenerationConfig
@@ -184,10 +184,7 @@ class OpenAIBackend:
             ValueError: when `config.max_new_tokens` is None or < 1, or num_samples < 1.
             BackendError: when a request fails for good (after retries where retrying helps).
         """
-        if config.max_new_tokens is None or config.max_new_tokens < 1:
-            raise ValueError("config.max_new_tokens must be a positive int (the runner sizes it)")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_generate_args(config, num_samples)
         start = time.perf_counter()
         prompts = list(prompts)
         model = self.model  # discover before starting threads

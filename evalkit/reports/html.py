@@ -45,7 +45,6 @@ def render_html(record: RunRecord, *, verbosity: int = 0, max_failures: int = 5)
         verbosity: -1 leaves out the failing-samples table; 2+ includes every failing sample.
         max_failures: the table holds up to HTML_ROWS_PER_FAILURE × max_failures failures per task.
     """
-    d = record.data
     limit = None if verbosity >= 2 else (0 if verbosity < 0 else
                                          failure_limit(max_failures, verbosity) * HTML_ROWS_PER_FAILURE)
     failures = collect_failures(record, limit) if limit != 0 else Failures()
