@@ -13,7 +13,7 @@ _INT = re.compile(r"[+-]?[0-9]{1,20}")
 
 @task(
     name="addition",
-    version=1,
+    version=2,
     target=0.95,
     levels=range(1, 8),
     default_level=3,
@@ -23,18 +23,14 @@ _INT = re.compile(r"[+-]?[0-9]{1,20}")
     stop=("\n",),
 )
 class Addition:
-    """Add two integers of up to `level` digits: "123+456=" -> "579"."""
+    """Add two `level`-digit integers: "123+456=" -> "579"."""
 
     def generate(self, rng, level):
-        if level == 1:
-            a, b = rng.randrange(10), rng.randrange(10)
-        else:
-            # One operand has exactly `level` digits, so the level means what it says.
-            a = rng.randrange(10 ** (level - 1), 10**level)
-            b = rng.randrange(10**level)
-            if rng.random() < 0.5:
-                a, b = b, a
-        return {"a": a, "b": b}
+        # Both operands have exactly `level` digits (level 1: 0-9), so "3-digit addition" means
+        # what it says. (Version 1 drew the second operand from 0..10**level, so a tenth of the
+        # level-3 problems mixed lengths such as 722+39.)
+        low = 0 if level == 1 else 10 ** (level - 1)
+        return {"a": rng.randrange(low, 10**level), "b": rng.randrange(low, 10**level)}
 
     def prompt(self, ex):
         return f"{ex['a']}+{ex['b']}="
