@@ -161,16 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         from evalkit.recipe import load_recipe
 
         r = load_recipe(recipe)
-        import json
-
-        record = json.loads((tmp / "evalkit" / "record.json").read_text())
-        data = json.loads((tmp / "evalkit" / "data.json").read_text())
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(tmp / "evalkit" / "model", local_files_only=True)
         params = sum(p.numel() for p in model.parameters())
-        rows_tokens = max(8, int(sum(len(s["prompt"]) + len(s["reference"] or "") + 2 for s in record_samples(tmp))
-                                 / max(1, len(record_samples(tmp)))))
+        samples = record_samples(tmp)
+        rows_tokens = max(8, int(sum(len(s["prompt"]) + len(s["reference"] or "") + 2 for s in samples)
+                                 / max(1, len(samples))))
     tokens = ours["step"] * r.train["batch_size"] * rows_tokens
     tok_s = tokens / ours["wall_s"]
     peak = matmul_flops()

@@ -153,14 +153,9 @@ def _memfd(name: str, data: bytes = b"") -> int:
 
 
 def _pread_all(fd: int, limit: int) -> bytes:
-    chunks, offset = [], 0
-    while offset < limit:
-        chunk = os.pread(fd, min(1 << 20, limit - offset), offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+    from ._syscalls import read_fd  # the child side's reader (Linux-only module: imported when used)
+
+    return read_fd(fd, limit)
 
 
 class _Broken(Exception):
