@@ -256,7 +256,7 @@ def train(model: Any, tok: Any, steps: int, batch: int, seed: int) -> tuple[floa
 
 
 def load_addition() -> Any:
-    from evalkit.discovery import load_path
+    from evalkit.discovery.registry import load_path
 
     return next(t for t in load_path(ROOT / "tasks" / "addition.py") if t.name == "addition")
 
@@ -307,7 +307,7 @@ def lm_eval_context(sample: dict[str, Any]) -> str | None:
 
 
 def compare_e2e(cfg: Config, size: Size, model: Any, tok: Any, workdir: Path, notes: list[str]) -> list[Row]:
-    from evalkit.runner import evaluate
+    from evalkit.run.runner import evaluate
 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -414,9 +414,9 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from evalkit.extract import cut_at_stop
+    from evalkit.core.extract import cut_at_stop
     from evalkit.models.hf import HFBackend
-    from evalkit.task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
     rng = random.Random(cfg.seed + 3)
     items = [letter_example(rng) for _ in range(cfg.n_gen)]

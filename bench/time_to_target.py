@@ -50,8 +50,8 @@ def matmul_flops(seconds: float = 1.0, n: int = 512) -> float:
 
 
 def evalkit_run(recipe: Path, tasks_dir: Path, out: Path) -> dict:
-    from evalkit.discovery import discover
-    from evalkit.finetune import finetune
+    from evalkit.discovery.registry import discover
+    from evalkit.train.loop import finetune
 
     registry = discover([tasks_dir], entry_points=False)
     start = time.perf_counter()
@@ -73,11 +73,11 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from evalkit.discovery import discover
-    from evalkit.finetune import _build_model
+    from evalkit.discovery.registry import discover
+    from evalkit.train.loop import _build_model
     from evalkit.lmeval.export import export_tasks
-    from evalkit.recipe import load_recipe
-    from evalkit.trainingdata import CompletionCollator, build_training_rows, tokenize_rows
+    from evalkit.train.recipe import load_recipe
+    from evalkit.train.data import CompletionCollator, build_training_rows, tokenize_rows
 
     start = time.perf_counter()
     recipe = load_recipe(recipe_path)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.models.huggingface import HFLM  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
-    import evalkit.finetune  # noqa: F401
+    import evalkit.train.loop  # noqa: F401
     import evalkit.reports  # noqa: F401
 
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = evalkit_run(recipe, tasks_dir, tmp / "evalkit")
         theirs = baseline_run(recipe, tasks_dir, tmp / "baseline")
         # Training throughput: tokens the model trained on per second of evalkit's run.
-        from evalkit.recipe import load_recipe
+        from evalkit.train.recipe import load_recipe
 
         r = load_recipe(recipe)
         from transformers import AutoModelForCausalLM

@@ -6,14 +6,14 @@ import torch/transformers lazily.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from evalkit.version import __version__
 
-from . import checkers
-from .errors import ConfigError, EvalkitError, ExitCode, NothingToRun, PluginImportError, UnknownTaskError
-from .example import Example, Overlap, overlap, split_of
-from .scoring import Scored, score
-from .task import GenerationConfig, Task, TaskSpec, task
-from .verdict import Status, Verdict, verdict
+from evalkit import checkers
+from evalkit.errors import ConfigError, EvalkitError, ExitCode, NothingToRun, PluginImportError, UnknownTaskError
+from evalkit.core.example import Example, Overlap, overlap, split_of
+from evalkit.core.scoring import Scored, score
+from evalkit.core.task import GenerationConfig, Task, TaskSpec, task
+from evalkit.core.verdict import Status, Verdict, verdict
 
 __all__ = [
     "__version__",

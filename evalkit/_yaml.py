@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from evalkit.errors import ConfigError
 
 
 def read_yaml(path: Path, what: str = "file") -> Any:

@@ -12,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from .errors import ConfigError
+from evalkit.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
-from . import stats
-from .errors import ConfigError, ExitCode
-from .record import RunRecord, load_record
+from evalkit.run import stats
+from evalkit.errors import ConfigError, ExitCode
+from evalkit.run.record import RunRecord, load_record
 
 # Which outcome wins when several tasks fail differently: the most severe first.
 _SEVERITY = [ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_TESTS, ExitCode.FAILED, ExitCode.OK]
@@ -78,7 +78,7 @@ def _rule(data: dict[str, Any] | None, defaults: dict[str, Any]) -> Rule:
 
 def parse_gate(data: Any, source: Path | str, base_dir: Path) -> GateConfig:
     """Validate a gate mapping (schema `gate`) and build the config; paths relative to base_dir."""
-    from .yamltask import validate
+    from evalkit.schemas import validate
 
     validate(data, "gate", Path(source))
     defaults = data.get("defaults", {})
@@ -93,7 +93,7 @@ def load_gate(path: Path | None = None, pyproject_table: dict[str, Any] | None =
               pyproject: Path | None = None) -> GateConfig:
     """A gate config from a YAML file, or else from `[tool.evalkit.gate]`."""
     if path is not None:
-        from ._yaml import read_yaml
+        from evalkit._yaml import read_yaml
 
         path = Path(path)
         return parse_gate(read_yaml(path, "gate config"), path, path.parent)
@@ -118,7 +118,7 @@ def judge(record: RunRecord, config: GateConfig) -> GateResult:
     baseline, baseline_error = _load_baseline(config)
     comparisons = {}
     if baseline is not None:
-        from .runner import compare_records
+        from evalkit.run.runner import compare_records
 
         comparisons = compare_records(baseline, record, alpha=config.alpha)
     outcomes = []

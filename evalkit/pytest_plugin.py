@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .record import RunRecord
-    from .task import Task
+    from evalkit.run.record import RunRecord
+    from evalkit.core.task import Task
 
 _NO_MODEL = ("evalkit: no model to evaluate — run pytest with --evalkit-model SPEC (oracle, hf:PATH, "
              "openai:URL, python:MODULE:FUNCTION) or mark the test @pytest.mark.evalkit(model=SPEC)")
@@ -105,8 +105,8 @@ class _State:
     def roots(self) -> list[Path]:
         """Task folders: the project's `[tool.evalkit] tasks` (at the rootdir and the cwd) + --evalkit-tasks-dir."""
         if self._roots is None:
-            from .config import load_config
-            from .errors import ConfigError
+            from evalkit.config import load_config
+            from evalkit.errors import ConfigError
 
             roots = list(self._tasks_dirs)
             for start in (self.config.rootpath, self.config.invocation_params.dir):
@@ -120,15 +120,15 @@ class _State:
     def reports_dir(self) -> Path:
         if self._reports_dir:
             return Path(self._reports_dir).resolve()
-        from .config import load_config
+        from evalkit.config import load_config
 
         return load_config(Path(self.config.invocation_params.dir)).reports
 
     def backend(self, spec: str) -> Any:
         """The backend for `spec`, loaded once per process; a failed load is remembered and re-raised."""
         if spec not in self._backends:
-            from .errors import EvalkitError
-            from .models.spec import load_backend
+            from evalkit.errors import EvalkitError
+            from evalkit.models.spec import load_backend
 
             try:
                 self._backends[spec] = load_backend(spec, batch_size=self.batch_size)
@@ -142,8 +142,8 @@ class _State:
     def registry(self) -> Any:
         """Tasks by name for the fixtures: --evalkit-tasks-dir, else the project's task folders (as the CLI)."""
         if self._registry is None:
-            from .config import load_config
-            from .discovery import discover
+            from evalkit.config import load_config
+            from evalkit.discovery.registry import discover
 
             if self._tasks_dirs:
                 self._registry = discover(self._tasks_dirs)
@@ -206,8 +206,8 @@ class TaskFile(pytest.File):
     """A task file: one TaskItem per task it defines."""
 
     def collect(self) -> Iterable[TaskItem]:
-        from .discovery import load_path
-        from .errors import EvalkitError
+        from evalkit.discovery.registry import load_path
+        from evalkit.errors import EvalkitError
 
         try:
             tasks = load_path(self.path)
@@ -263,7 +263,7 @@ class TaskItem(pytest.Item):
             levels = list(self.task.levels) or "none"
             pytest.skip(f"evalkit: task {self.task.name!r} has no level {st.level} (levels: {levels})")
         assert st.model is not None
-        from .errors import EvalkitError
+        from evalkit.errors import EvalkitError
 
         try:
             self.backend = st.backend(st.model)
@@ -273,8 +273,8 @@ class TaskItem(pytest.Item):
         pytest.fail(message, pytrace=False)
 
     def runtest(self) -> None:
-        from .gate import GateConfig, Rule, judge
-        from .runner import evaluate
+        from evalkit.gate import GateConfig, Rule, judge
+        from evalkit.run.runner import evaluate
 
         st = self.config.stash[_STATE]
         name = self.task.name
@@ -300,7 +300,7 @@ class TaskItem(pytest.Item):
                              _report(record, t, st.model, threshold, source, st.lower_bound, st.show_failures))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from .errors import EvalkitError
+        from evalkit.errors import EvalkitError
 
         exc = excinfo.value
         if isinstance(exc, TaskFailed):
@@ -376,7 +376,7 @@ class _Summary:
 
 
 def _resolve(st: _State, tasks: str | Task | Sequence[str | Task]) -> list[Task]:
-    from .task import Task
+    from evalkit.core.task import Task
 
     items = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     out: list[Task] = []
@@ -412,7 +412,7 @@ def evalkit_run(request: pytest.FixtureRequest) -> Callable[..., RunRecord]:
     backend = st.backend(spec)
 
     def run(tasks: str | Task | Sequence[str | Task], n: int | None = None, **kwargs: Any) -> RunRecord:
-        from .runner import evaluate
+        from evalkit.run.runner import evaluate
 
         settings = {"n": st.n if n is None else n, "seed": st.seed, "level": st.level,
                     "batch_size": st.batch_size, **kwargs}

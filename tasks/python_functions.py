@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from evalkit import checkers, task
-from evalkit.extract import cut_at_stop
+from evalkit.core.extract import cut_at_stop
 
 DATA = Path(__file__).parent / "data" / "python_functions.jsonl"
 

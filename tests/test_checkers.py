@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from evalkit import checkers
 from evalkit.checkers import make
-from evalkit.example import Example
-from evalkit.scoring import call_with_deadline
-from evalkit.verdict import Status, Verdict
+from evalkit.core.example import Example
+from evalkit.core.scoring import call_with_deadline
+from evalkit.core.verdict import Status, Verdict
 
 
 def ex(reference: str | None = None, **fields) -> Example:

@@ -88,7 +88,7 @@ def test_init_makes_a_working_project(run_cli, tmp_path):
     listed = run_cli("tasks", "--json", "--no-entry-points", cwd=proj)
     assert [t["name"] for t in json.loads(listed.stdout)] == ["double"]
     assert run_cli("selftest", "--max-examples", "20", cwd=proj).returncode == 0
-    from evalkit.recipe import load_recipe
+    from evalkit.train.recipe import load_recipe
 
     assert load_recipe(proj / "finetune" / "double.yaml").targets[0].task == "double"
     again = run_cli("init", str(proj))

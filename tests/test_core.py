@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evalkit import Example, Status, Task, Verdict, overlap, score, split_of, task, verdict
-from evalkit.example import example_id
-from evalkit.verdict import as_verdict
+from evalkit.core.example import example_id
+from evalkit.core.verdict import as_verdict
 
 
 @task(name="tiny_add", levels=range(1, 4), target=0.9, tags=("math",), max_new_tokens=5)
@@ -153,7 +153,7 @@ def test_import_evalkit_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, evalkit, evalkit.cli, evalkit.selftest; print('torch' in sys.modules)"
+    code = "import sys, evalkit, evalkit.cli, evalkit.core.selftest; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

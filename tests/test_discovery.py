@@ -11,7 +11,7 @@ import pytest
 
 from evalkit import ConfigError, PluginImportError, UnknownTaskError
 from evalkit.config import load_config
-from evalkit.discovery import Registry, bundled_tasks_dir, discover, load_path
+from evalkit.discovery.registry import Registry, bundled_tasks_dir, discover, load_path
 
 from conftest import FIXTURES, TASKS
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalkit
-from evalkit.example import Example
-from evalkit.task import TASK_MARKER, Task
+from evalkit.core.example import Example
+from evalkit.core.task import TASK_MARKER, Task
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 GENERATED = ("addition", "sorting", "reverse", "countdown")
@@ -124,7 +124,7 @@ def test_generated_tasks_reject_empty_echo_and_huge_outputs(name):
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_tasks_pass_the_selftest(name):
-    from evalkit.selftest import selftest_task
+    from evalkit.core.selftest import selftest_task
 
     report = selftest_task(task_of(name), max_examples=25, n_examples=10)
     assert report.passed, report.failures() or report.error
@@ -386,7 +386,7 @@ def test_python_functions_tests_are_strict(pf_examples):
 
 @pytest.mark.slow
 def test_python_functions_pass_the_selftest():
-    from evalkit.selftest import selftest_task
+    from evalkit.core.selftest import selftest_task
 
     report = selftest_task(task_of("python_functions"))
     assert report.passed, report.failures() or report.error

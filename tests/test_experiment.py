@@ -18,9 +18,9 @@ import pytest
 from rich.console import Console
 
 from evalkit import ConfigError
-from evalkit import _experiment_run as rx
-from evalkit.discovery import discover
-from evalkit.experiment import (HELPS, HURTS, NO_DIFFERENCE, LadderPoint, StopRule, TrialPlan, ablation_verdicts,
+from evalkit.experiment import trials as rx
+from evalkit.discovery.registry import discover
+from evalkit.experiment.plan import (HELPS, HURTS, NO_DIFFERENCE, LadderPoint, StopRule, TrialPlan, ablation_verdicts,
                                 decide_ladder, load_experiment, run_experiment)
 
 from conftest import FIXTURES
@@ -171,7 +171,7 @@ def synthetic_record(folder: Path | None, share: float, *, n: int = 120, history
     discordant pairs in one direction.
     """
     from evalkit.models.python import PythonCallableBackend
-    from evalkit.runner import evaluate
+    from evalkit.run.runner import evaluate
 
     def answer(prompt: str) -> str:
         return prompt[0] * 2 if _h(prompt) < share else "??"
@@ -330,7 +330,7 @@ def test_ladder_stop_skips_the_rest(tmp_path, monkeypatch):
     assert calls == ["a", "b"]
     assert summary["ladder"]["decision"]["recommended"] == "a"
     assert [t["status"] for t in summary["trials"]] == ["done", "done", "pending"]
-    from evalkit._experiment_report import render_terminal
+    from evalkit.experiment.report import render_terminal
 
     console = Console(file=io.StringIO(), width=100)
     render_terminal(summary, console)
@@ -450,7 +450,7 @@ def test_ablation_summary_and_reports_with_trials_simulated(tmp_path, monkeypatc
     verdicts = {v["trial"]: v["verdict"] for v in summary["ablation"]["verdicts"]}
     assert verdicts == {"without-initials": HELPS, "without-zap": HURTS, "less-zap": NO_DIFFERENCE}
     assert "different numbers of steps" in summary["ablation"]["warning"] and "less-zap 40" in summary["ablation"]["warning"]
-    from evalkit._experiment_report import render_terminal
+    from evalkit.experiment.report import render_terminal
 
     console = Console(file=io.StringIO(), width=100)
     render_terminal(summary, console)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import ConfigError
-from evalkit.discovery import discover
-from evalkit.recipe import load_recipe
+from evalkit.discovery.registry import discover
+from evalkit.train.recipe import load_recipe
 
 from conftest import FIXTURES, REPO
 
@@ -55,7 +55,7 @@ def test_recipe_errors_name_the_field(tmp_path, edit, field, expect):
 
 
 def test_filters_mixture_and_contamination(tmp_path):
-    from evalkit.trainingdata import build_training_rows, tokenize_rows
+    from evalkit.train.data import build_training_rows, tokenize_rows
 
     reg = registry()
     eval_examples = reg.get("initials").examples("eval", n=40)
@@ -96,8 +96,8 @@ def _history(output: Path) -> list[tuple]:
 
 
 def test_trains_until_target_then_gate_passes(tmp_path, run_cli):
-    from evalkit.finetune import finetune
-    from evalkit.record import load_record
+    from evalkit.train.loop import finetune
+    from evalkit.run.record import load_record
 
     path = recipe_file(tmp_path)
     result = finetune(path, output=tmp_path / "out", registry=registry())

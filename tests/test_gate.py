@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.discovery import load_path
+from evalkit.discovery.registry import load_path
 from evalkit.errors import ExitCode
 from evalkit.gate import Rule, GateConfig, judge, load_gate
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
-from evalkit.record import load_record
-from evalkit.runner import evaluate
+from evalkit.run.record import load_record
+from evalkit.run.runner import evaluate
 
 from conftest import TASKS
 
@@ -115,7 +115,7 @@ def test_zero_examples_exit_5(runs):
     _, good, _ = runs
     data = json.loads(json.dumps(good.data))
     data["tasks"][0].update(n_samples=0, n_examples=0, passes=0, rate=0.0, low=0.0, high=1.0)
-    from evalkit.record import RunRecord
+    from evalkit.run.record import RunRecord
 
     result = judge(RunRecord(data), GateConfig({"addition": Rule(min_pass_rate=0.5)}))
     assert result.exit_code is ExitCode.NO_TESTS and "zero examples" in result.outcomes[0].reasons[0]

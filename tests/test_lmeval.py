@@ -24,14 +24,14 @@ ensure_offline()  # before lm-eval, datasets or huggingface_hub are imported bel
 import lm_eval  # noqa: E402
 
 from evalkit import score  # noqa: E402
-from evalkit.discovery import load_path  # noqa: E402
+from evalkit.discovery.registry import load_path  # noqa: E402
 from evalkit.errors import ConfigError  # noqa: E402
 from evalkit.lmeval.export import METRIC, export_tasks  # noqa: E402
 from evalkit.lmeval.importer import load_lmeval_task  # noqa: E402
 from evalkit.models.lmeval import LMEvalBackend  # noqa: E402
 from evalkit.models.spec import load_backend  # noqa: E402
-from evalkit.runner import evaluate  # noqa: E402
-from evalkit.task import GenerationConfig  # noqa: E402
+from evalkit.run.runner import evaluate  # noqa: E402
+from evalkit.core.task import GenerationConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N = 6  # examples per exported task

@@ -12,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from evalkit.extract import cut_at_stop  # noqa: E402
+from evalkit.core.extract import cut_at_stop  # noqa: E402
 from evalkit.models import GenerationStats, ModelBackend, PythonCallableBackend  # noqa: E402
 from evalkit.models.hf import HFBackend  # noqa: E402
 from evalkit.models.tiny import (  # noqa: E402
     DEFAULT_ALPHABET, build_char_tokenizer, load_model, save_model, tiny_gpt2, tiny_llama)
-from evalkit.task import GenerationConfig  # noqa: E402
+from evalkit.core.task import GenerationConfig  # noqa: E402
 
 PROMPTS = ["1+1=", "12+345=", "Hello, world", "x", "987654+123456=", "a\nb\nc:", "(q) ",
            "The quick brown fox jumps", "7*8=", "zz top", "0=", "~!@#$%^&*"]

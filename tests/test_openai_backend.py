@@ -28,7 +28,7 @@ import pytest
 from evalkit.errors import EvalkitError, ExitCode
 from evalkit.models import ModelBackend
 from evalkit.models.openai import MAX_STOP, BackendError, OpenAIBackend
-from evalkit.task import GenerationConfig
+from evalkit.core.task import GenerationConfig
 
 CFG = GenerationConfig(max_new_tokens=8, stop=("\n",))
 

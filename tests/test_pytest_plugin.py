@@ -185,7 +185,7 @@ def test_fixtures_in_a_normal_test_file(pytester: pytest.Pytester, adder_path):
 
 def test_importing_the_plugin_is_cheap():
     code = ("import sys, evalkit.pytest_plugin; "
-            "print(sorted(m for m in ('torch', 'transformers', 'hypothesis', 'evalkit.runner', 'evalkit.discovery', "
+            "print(sorted(m for m in ('torch', 'transformers', 'hypothesis', 'evalkit.run.runner', 'evalkit.discovery.registry', "
             "'evalkit.models.spec') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

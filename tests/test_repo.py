@@ -41,11 +41,11 @@ def _is_experiment(path) -> bool:
 def test_shipped_recipes_and_experiments_validate(recipe):
     path = REPO / "finetune" / recipe
     if _is_experiment(path):
-        from evalkit.experiment import load_experiment
+        from evalkit.experiment.plan import load_experiment
 
         assert load_experiment(path)
     else:
-        from evalkit.recipe import load_recipe
+        from evalkit.train.recipe import load_recipe
 
         assert load_recipe(path).targets
 

@@ -23,12 +23,12 @@ import pytest
 from rich.console import Console
 
 from evalkit import Task, task, verdict
-from evalkit.discovery import load_path
+from evalkit.discovery.registry import load_path
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
-from evalkit.record import RunRecord, validate_record
+from evalkit.run.record import RunRecord, validate_record
 from evalkit.reports import FORMATS, render, render_terminal
-from evalkit.runner import evaluate
+from evalkit.run.runner import evaluate
 
 from conftest import REPO, TASKS
 
@@ -190,7 +190,7 @@ def test_terminal_shows_what_matters(mixed):
 
 
 def test_every_format_from_a_run_folder_and_from_an_empty_run(tmp_path):
-    from evalkit.record import load_record
+    from evalkit.run.record import load_record
 
     evaluate(tasks=[_task("addition")], backend=PythonCallableBackend(hostile_adder), n=10, reports_dir=tmp_path)
     loaded = load_record(next(tmp_path.iterdir()))  # samples stream from samples.jsonl

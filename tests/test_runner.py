@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import stats
-from evalkit.discovery import discover, load_path
-from evalkit.journal import Journal, JournalLocked
+from evalkit.run import stats
+from evalkit.discovery.registry import discover, load_path
+from evalkit.run.journal import Journal, JournalLocked
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
-from evalkit.record import load_record
-from evalkit.runner import evaluate, rescore
+from evalkit.run.record import load_record
+from evalkit.run.runner import evaluate, rescore
 
 from conftest import REPO, TASKS
 
@@ -212,7 +212,7 @@ def test_cli_run_errors(run_cli, tmp_path, args, code, text):
 
 
 def test_compare_records_paired(tmp_path, run_cli):
-    from evalkit.runner import compare_records
+    from evalkit.run.runner import compare_records
 
     a = evaluate(tasks=[ADDITION], backend=PythonCallableBackend(adder), n=120, run_dir=tmp_path / "a")
     b = evaluate(tasks=[ADDITION], backend=OracleBackend(), n=120, run_dir=tmp_path / "b")

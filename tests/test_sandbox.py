@@ -30,12 +30,12 @@ import pytest
 
 from evalkit.checkers import make
 from evalkit.errors import ExitCode
-from evalkit.example import Example
+from evalkit.core.example import Example
 from evalkit.sandbox import (Isolation, Limits, SandboxPool, SandboxUnavailable, call_sandboxed, detect,
                              run_sandboxed, strict_equal, test_sandboxed)
 from evalkit.sandbox import _wire
 from evalkit.sandbox._pool import Job, layout
-from evalkit.verdict import Status
+from evalkit.core.verdict import Status
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a + b."""\n'

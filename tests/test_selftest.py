@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from evalkit import Task, task, verdict
-from evalkit.discovery import load_path
-from evalkit.selftest import assert_selftest, corruption, selftest_task
+from evalkit.discovery.registry import load_path
+from evalkit.core.selftest import assert_selftest, corruption, selftest_task
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalkit.stats import (
+from evalkit.run.stats import (
     PairedComparison,
     RateSummary,
     mcnemar_exact_p,
@@ -22,7 +22,7 @@ from evalkit.stats import (
     summarize,
     wilson_interval,
 )
-from evalkit.verdict import Status
+from evalkit.core.verdict import Status
 
 # --- Wilson ------------------------------------------------------------------------------------------
 

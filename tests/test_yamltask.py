@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evalkit import ConfigError, Status, score
-from evalkit.yamltask import load_yaml_task
+from evalkit.discovery.yamltask import load_yaml_task
 
 from conftest import FIXTURES, TASKS
 

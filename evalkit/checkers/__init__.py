@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ..example import Example
-from ..verdict import Verdict
+from evalkit.core.example import Example
+from evalkit.core.verdict import Verdict
 
 
 class Check(Protocol):
@@ -76,11 +76,11 @@ def expected(example: Example, field: str | None) -> Any:
 
 
 # Import the built-in checkers so they register themselves.
-from . import basic, code, compose, structured  # noqa: E402,F401
-from .basic import choice, exact, numeric, regex  # noqa: E402
-from .code import python_io, python_tests  # noqa: E402
-from .compose import all_of, any_of, weighted  # noqa: E402
-from .structured import json_schema  # noqa: E402
+from evalkit.checkers import basic, code, compose, structured  # noqa: E402,F401
+from evalkit.checkers.basic import choice, exact, numeric, regex  # noqa: E402
+from evalkit.checkers.code import python_io, python_tests  # noqa: E402
+from evalkit.checkers.compose import all_of, any_of, weighted  # noqa: E402
+from evalkit.checkers.structured import json_schema  # noqa: E402
 
 __all__ = [
     "Check", "REGISTRY", "register", "make", "expected",

@@ -16,10 +16,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from . import Check, expected, register
-from ..example import Example
-from ..task import normalize as _normalize
-from ..verdict import Verdict, verdict
+from evalkit.checkers import Check, expected, register
+from evalkit.core.example import Example
+from evalkit.core.task import normalize as _normalize
+from evalkit.core.verdict import Verdict, verdict
 
 NORMALISATIONS = ("strip", "casefold", "whitespace", "punctuation")
 

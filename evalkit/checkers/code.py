@@ -25,12 +25,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from . import Check, register
-from ..example import Example
-from ..sandbox import (Isolation, Limits, SandboxResult, call_sandboxed, configured, describe, resolve_isolation,
+from evalkit.checkers import Check, register
+from evalkit.core.example import Example
+from evalkit.sandbox import (Isolation, Limits, SandboxResult, call_sandboxed, configured, describe, resolve_isolation,
                        strict_equal, test_sandboxed)
-from ..sandbox import _wire
-from ..verdict import Status, Verdict, verdict
+from evalkit.sandbox import _wire
+from evalkit.core.verdict import Status, Verdict, verdict
 
 
 class _Level:

@@ -14,9 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import Check, make, register
-from ..example import Example
-from ..verdict import Status, Verdict, as_verdict
+from evalkit.checkers import Check, make, register
+from evalkit.core.example import Example
+from evalkit.core.verdict import Status, Verdict, as_verdict
 
 _MAX_REASON = 300
 _UNDECIDED = (Status.ERROR, Status.TIMEOUT)

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from . import Check, expected, register
-from ..example import Example
-from ..extract import find_json
-from ..verdict import Verdict, verdict
-from .basic import short_repr
+from evalkit.checkers import Check, expected, register
+from evalkit.core.example import Example
+from evalkit.core.extract import find_json
+from evalkit.core.verdict import Verdict, verdict
+from evalkit.checkers.basic import short_repr
 
 _MAX_MESSAGE = 120
 

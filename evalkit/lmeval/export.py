@@ -46,10 +46,10 @@ from typing import Any
 
 import yaml
 
-from .. import __version__
-from ..errors import ConfigError, NothingToRun
-from ..example import canonical
-from ..task import Task
+from evalkit.version import __version__
+from evalkit.errors import ConfigError, NothingToRun
+from evalkit.core.example import canonical
+from evalkit.core.task import Task
 
 METRIC = "evalkit_pass"
 
@@ -73,7 +73,7 @@ _task = None
 def _load():
     global _task
     if _task is None:
-        from evalkit.discovery import discover, load_path
+        from evalkit.discovery.registry import discover, load_path
 
         if TASK_SOURCE is not None:
             found = [t for t in load_path(TASK_SOURCE) if t.name == TASK_NAME]
@@ -90,7 +90,7 @@ def _load():
 
 
 def process_results(doc, results):
-    from evalkit import score
+    from evalkit.core.scoring import score
 
     task = _load()
     example = task.example(json.loads(doc["fields"]), level=doc["level"])
@@ -176,7 +176,7 @@ def export_task(task: Task, out_dir: Path | str, *, n: int | None = 100, seed: i
     Raises:
         NothingToRun: the task has no examples in that split/level. ConfigError: no source file.
     """
-    from ..runner import size_max_new_tokens
+    from evalkit.run.runner import size_max_new_tokens
 
     source = _source_of(task)
     examples = task.examples(split, n=n, seed=seed, level=level)

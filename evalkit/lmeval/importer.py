@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any
 
 
-from .. import checkers
-from ..errors import ConfigError
-from ..example import Example, canonical
-from ..extract import cut_at_stop, make_extractor
-from ..task import GenerationConfig, SelftestSpec, Task, TaskSpec
-from ..verdict import Status, Verdict
-from . import defaults_requested, ensure_offline, task_manager
+from evalkit import checkers
+from evalkit.errors import ConfigError
+from evalkit.core.example import Example, canonical
+from evalkit.core.extract import cut_at_stop, make_extractor
+from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
+from evalkit.core.verdict import Status, Verdict
+from evalkit.lmeval import defaults_requested, ensure_offline, task_manager
 
 #: lm-eval's default `max_gen_toks` (HFLM and most backends) when a task sets none.
 LMEVAL_DEFAULT_MAX_GEN_TOKS = 256
@@ -110,9 +110,9 @@ def is_lmeval_task_file(path: Path) -> bool:
 def _read(file: Path) -> dict[str, Any]:
     import jsonschema
 
-    from ..yamltask import schema_error
+    from evalkit.schemas import schema_error
 
-    from .._yaml import read_yaml
+    from evalkit._yaml import read_yaml
 
     spec = read_yaml(file, "task file")
     errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))

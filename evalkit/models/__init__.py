@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import GenerationStats, ModelBackend
-from .python import PythonCallableBackend
+from evalkit.models.base import GenerationStats, ModelBackend
+from evalkit.models.python import PythonCallableBackend
 
 _LAZY = {
     "HFBackend": "hf",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import StoppingCriteria
 
-from ..extract import cut_at_stop
-from .base import GenerationStats, check_generate_args
+from evalkit.core.extract import cut_at_stop
+from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from ..task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
 DECODERS = ("loop", "generate")
 _CONFIG_VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype",
@@ -143,7 +143,7 @@ class HFBackend:
                   dtype: torch.dtype | str | None = None, batch_size: int = 64,
                   **kwargs: Any) -> HFBackend:
         """Load a model and tokenizer from a local directory (see `tiny.load_model`)."""
-        from .tiny import load_model
+        from evalkit.models.tiny import load_model
 
         model, tokenizer = load_model(path, device=device, dtype=dtype)
         return cls(model, tokenizer, batch_size=batch_size, **kwargs)

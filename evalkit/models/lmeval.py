@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from ..extract import cut_at_stop
-from .base import GenerationStats, check_generate_args
+from evalkit.errors import ConfigError
+from evalkit.core.extract import cut_at_stop
+from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
-    from ..task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
 #: In-memory weights up to this size are hashed for the identity; larger folders use file stats.
 HASH_WEIGHTS_LIMIT = 1 << 30
@@ -81,7 +81,7 @@ class LMEvalBackend:
 
     def __init__(self, model: str, model_args: str = "", *, batch_size: int | str | None = 64,
                  device: str | None = None, dtype: str | None = None, lm: Any = None):
-        from ..lmeval import ensure_offline
+        from evalkit.lmeval import ensure_offline
 
         ensure_offline()
         self.model_name, self.model_args = model, model_args
@@ -128,7 +128,7 @@ class LMEvalBackend:
         if torch is not None and isinstance(model, torch.nn.Module):
             size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             if size <= HASH_WEIGHTS_LIMIT:
-                from .hf import _config_digest, _tokenizer_digest, weights_digest
+                from evalkit.models.hf import _config_digest, _tokenizer_digest, weights_digest
 
                 h = hashlib.blake2b(digest_size=16)
                 parts = [weights_digest(model), _config_digest(model)]

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EvalkitError, ExitCode
-from ..extract import cut_at_stop
-from .base import GenerationStats, check_generate_args
+from evalkit.errors import EvalkitError, ExitCode
+from evalkit.core.extract import cut_at_stop
+from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
-    from ..task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
 #: OpenAI accepts at most this many stop sequences per request.
 MAX_STOP = 4

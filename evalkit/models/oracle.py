@@ -10,11 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .base import GenerationStats
+from evalkit.models.base import GenerationStats
 
 if TYPE_CHECKING:
-    from ..example import Example
-    from ..task import GenerationConfig
+    from evalkit.core.example import Example
+    from evalkit.core.task import GenerationConfig
 
 
 class OracleBackend:

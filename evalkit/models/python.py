@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..extract import cut_at_stop
-from .base import GenerationStats
+from evalkit.core.extract import cut_at_stop
+from evalkit.models.base import GenerationStats
 
 if TYPE_CHECKING:
-    from ..task import GenerationConfig
+    from evalkit.core.task import GenerationConfig
 
 
 class PythonCallableBackend:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, EvalkitError, ExitCode
+from evalkit.errors import ConfigError, EvalkitError, ExitCode
 
 SCHEMES = ("hf:PATH", "openai:URL", "python:MODULE:FUNCTION", "lmeval:MODEL,ARGS", "oracle")
 
@@ -28,7 +28,7 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         ModelLoadError: the model cannot be loaded (exit 3).
     """
     if spec == "oracle":
-        from .oracle import OracleBackend
+        from evalkit.models.oracle import OracleBackend
 
         return OracleBackend()
     scheme, _, rest = spec.partition(":")
@@ -42,7 +42,7 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         try:
             import torch
 
-            from .hf import HFBackend
+            from evalkit.models.hf import HFBackend
 
             torch_dtype = getattr(torch, dtype) if dtype else None
             return HFBackend.from_path(path, device=device or "cpu", dtype=torch_dtype, batch_size=batch_size)
@@ -51,7 +51,7 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         except Exception as exc:  # noqa: BLE001 - any load failure is an infrastructure error
             raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     if scheme == "openai":
-        from .openai import OpenAIBackend
+        from evalkit.models.openai import OpenAIBackend
 
         try:
             return OpenAIBackend(rest, model_name, concurrency=concurrency, chat=chat)
@@ -72,15 +72,15 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         fn = getattr(module, func, None)
         if not callable(fn):
             raise ConfigError(f"{module_name} has no callable {func!r}", field="--model")
-        from .python import PythonCallableBackend
+        from evalkit.models.python import PythonCallableBackend
 
         return PythonCallableBackend(fn)
     if scheme == "lmeval":  # any lm-eval registered model: lmeval:hf,pretrained=/path,device=cpu
-        from .lmeval import parse_lmeval_spec
+        from evalkit.models.lmeval import parse_lmeval_spec
 
         model, args = parse_lmeval_spec(rest)
         try:
-            from .lmeval import LMEvalBackend
+            from evalkit.models.lmeval import LMEvalBackend
 
             return LMEvalBackend(model, args, batch_size=batch_size, device=device, dtype=dtype)
         except EvalkitError:

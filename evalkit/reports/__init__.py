@@ -15,11 +15,11 @@ import json
 
 from rich.console import Console
 
-from ..record import RunRecord
-from .html import render_html
-from .junit import render_junit
-from .markdown import render_markdown
-from .terminal import render_terminal, summary_table
+from evalkit.run.record import RunRecord
+from evalkit.reports.html import render_html
+from evalkit.reports.junit import render_junit
+from evalkit.reports.markdown import render_markdown
+from evalkit.reports.terminal import render_terminal, summary_table
 
 FORMATS = ("terminal", "json", "junit", "markdown", "html")
 # File suffixes a CLI may use to guess a format from `-o FILE`.

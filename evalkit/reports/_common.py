@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._text import safe_text
-from ..record import RunRecord
+from evalkit._text import safe_text
+from evalkit.run.record import RunRecord
 
 FAILING = ("FAIL", "ERROR", "TIMEOUT")
 

@@ -16,11 +16,11 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from ..record import RunRecord
-from ._charts import PALETTE, Series, interval_bar, line_chart, mini_bar
-from ._common import (Failures, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
+from evalkit.run.record import RunRecord
+from evalkit.reports._charts import PALETTE, Series, interval_bar, line_chart, mini_bar
+from evalkit.reports._common import (Failures, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
                       seconds, status_word, target_text, timing_line, top_k)
-from ._html_assets import CSS, JS
+from evalkit.reports._html_assets import CSS, JS
 
 STATUS_CLASS = {"met": "met", "below": "below", "no target": "none"}
 STATUS_COLOUR = {"met": "#15803d", "below": "#b91c1c", "no target": "#475569"}

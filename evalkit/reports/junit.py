@@ -16,8 +16,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ..record import RunRecord
-from ._common import collect_failures, errors_text, interval, literal, pct, target_text, timing_line
+from evalkit.run.record import RunRecord
+from evalkit.reports._common import collect_failures, errors_text, interval, literal, pct, target_text, timing_line
 
 # Characters XML 1.0 cannot hold at all (not even as references): C0 controls but tab, newline and
 # carriage return; lone surrogates; U+FFFE and U+FFFF.

@@ -13,8 +13,8 @@ import html
 import re
 from typing import Any
 
-from ..record import RunRecord
-from ._common import (any_k, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
+from evalkit.run.record import RunRecord
+from evalkit.reports._common import (any_k, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
                       number, seconds, status_word, target_text, top_k)
 
 EMOJI = {"met": "✅", "below": "❌", "no target": "➖"}

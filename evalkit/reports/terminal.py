@@ -14,9 +14,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .._text import safe_text
-from ..record import RunRecord
-from ._common import (Failures, any_k, collect_failures, errors_text, failure_limit, headline, interval, pct,
+from evalkit._text import safe_text
+from evalkit.run.record import RunRecord
+from evalkit.reports._common import (Failures, any_k, collect_failures, errors_text, failure_limit, headline, interval, pct,
                       number, seconds, status_word, target_text, top_k)
 
 STATUS_STYLE = {"met": "bold green", "below": "bold red", "no target": "dim"}

@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _wire
-from ._detect import ENV_VAR, Detection, configured, detect, doctor, resolve_isolation
-from ._pool import Job, SandboxPool, default_pool
-from ._types import Isolation, Limits, SandboxResult, SandboxUnavailable
+from evalkit.sandbox import _wire
+from evalkit.sandbox._detect import ENV_VAR, Detection, configured, detect, doctor, resolve_isolation
+from evalkit.sandbox._pool import Job, SandboxPool, default_pool
+from evalkit.sandbox._types import Isolation, Limits, SandboxResult, SandboxUnavailable
 
 __all__ = [
     "Isolation", "Limits", "SandboxResult", "SandboxUnavailable", "SandboxPool", "default_pool",
@@ -90,6 +90,6 @@ def test_sandboxed(program: str, entry_point: str, test: str, *, prompt: str = "
 
 test_sandboxed.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
-from ._compare import describe, strict_equal  # noqa: E402
+from evalkit.sandbox._compare import describe, strict_equal  # noqa: E402
 
 __all__ += ["strict_equal", "describe"]

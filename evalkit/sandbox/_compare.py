@@ -13,7 +13,7 @@ import math
 import reprlib
 from typing import Any
 
-from ._wire import canonical
+from evalkit.sandbox._wire import canonical
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60

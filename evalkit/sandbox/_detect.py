@@ -21,9 +21,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from ._pool import Job, default_pool, layout
-from ._types import Isolation, Limits, SandboxUnavailable
+from evalkit.errors import ConfigError
+from evalkit.sandbox._pool import Job, default_pool, layout
+from evalkit.sandbox._types import Isolation, Limits, SandboxUnavailable
 
 ENV_VAR = "EVALKIT_SANDBOX"
 SETTINGS = ("auto", "namespaces", "process")
@@ -152,7 +152,7 @@ def configured(requested: Isolation | str | None = None) -> tuple[str, str]:
         value = requested.value if isinstance(requested, Isolation) else str(requested)
         source = "the checker's isolation parameter"
     else:
-        from ..config import load_config
+        from evalkit.config import load_config
 
         raw = load_config().raw.get("sandbox")
         value, source = (str(raw), "[tool.evalkit] sandbox") if raw is not None else ("auto", "default")

@@ -15,10 +15,10 @@ import time
 import traceback
 
 try:  # as part of the package; run as the supervisor's script, these are already defined
-    from ._wire import decode, encode
-    from ._syscalls import (PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, read_fd, write_all,
+    from evalkit.sandbox._wire import decode, encode
+    from evalkit.sandbox._syscalls import (PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, read_fd, write_all,
         send_frame, recv_frame, describe_status, reset_signals, no_children, kill_descendants)
-    from ._program import run_untrusted
+    from evalkit.sandbox._program import run_untrusted
 except ImportError:
     pass
 

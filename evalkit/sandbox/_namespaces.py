@@ -14,11 +14,11 @@ import socket
 import time
 
 try:  # as part of the package; run as the supervisor's script, these are already defined
-    from ._syscalls import (CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, MS_RDONLY,
+    from evalkit.sandbox._syscalls import (CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, MS_RDONLY,
         MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH,
         PR_SET_PDEATHSIG, PR_SET_DUMPABLE, DEV_NODES, _libc, _ok, prctl, mount, make_readonly, setup_error,
         keep_only_fds, reset_signals, wait_child)
-    from ._harness import run_trusted
+    from evalkit.sandbox._harness import run_trusted
 except ImportError:
     pass
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ._types import Isolation, Limits, SandboxResult
+from evalkit.sandbox._types import Isolation, Limits, SandboxResult
 
 GRACE_S = 5.0  # beyond the job's timeout: set-up and teardown; past it the supervisor is killed
 REPORT_LIMIT = 32 * 1024 * 1024
@@ -153,7 +153,7 @@ def _memfd(name: str, data: bytes = b"") -> int:
 
 
 def _pread_all(fd: int, limit: int) -> bytes:
-    from ._syscalls import read_fd  # the child side's reader (Linux-only module: imported when used)
+    from evalkit.sandbox._syscalls import read_fd  # the child side's reader (Linux-only module: imported when used)
 
     return read_fd(fd, limit)
 

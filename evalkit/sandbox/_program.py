@@ -15,8 +15,8 @@ import sys
 import traceback
 
 try:  # as part of the package; run as the supervisor's script, these are already defined
-    from ._wire import decode, encode
-    from ._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, prctl, drop_bounding_set,
+    from evalkit.sandbox._wire import decode, encode
+    from evalkit.sandbox._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, prctl, drop_bounding_set,
         drop_capabilities, read_fd, send_frame, recv_frame, keep_only_fds)
 except ImportError:
     pass

@@ -29,10 +29,10 @@ import sys
 import time
 
 try:  # as part of the package; run as the supervisor's script, these are already defined
-    from ._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, setup_error,
+    from evalkit.sandbox._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, setup_error,
         keep_only_fds, no_children, kill_descendants, wait_child)
-    from ._harness import run_trusted
-    from ._namespaces import run_c, write_id_maps
+    from evalkit.sandbox._harness import run_trusted
+    from evalkit.sandbox._namespaces import run_c, write_id_maps
 except ImportError:
     pass
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, ExitCode
+from evalkit.errors import ConfigError, ExitCode
 
 
 class Isolation(str, enum.Enum):

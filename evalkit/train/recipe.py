@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .errors import ConfigError
+from evalkit.errors import ConfigError
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 64, "gradient_accumulation": 1, "lr": 1e-3, "scheduler": "constant_with_warmup",
@@ -98,9 +98,9 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         overrides: merged into the YAML before validation (e.g. {"model": {"hidden": 64}}):
             how experiments derive trials from a base recipe.
     """
-    from .yamltask import validate
+    from evalkit.schemas import validate
 
-    from ._yaml import read_yaml
+    from evalkit._yaml import read_yaml
 
     path = Path(path).resolve()
     data = read_yaml(path, "recipe")
@@ -157,7 +157,7 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
             raise ConfigError(f"checker for {name!r}, which is not in eval.tasks", file=path,
                               field=f"eval.checkers.{name}")
         try:
-            from . import checkers
+            from evalkit import checkers
 
             checkers.make(spec)
         except (KeyError, TypeError, ValueError) as exc:

@@ -25,14 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from . import stats
-from .errors import ConfigError, NothingToRun
-from .example import Example
-from .journal import Journal, sample_key
-from .record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord
-from .scoring import DEFAULT_CHECK_TIMEOUT, score
-from .task import GenerationConfig, Task
+from evalkit.version import __version__
+from evalkit.run import stats
+from evalkit.errors import ConfigError, NothingToRun
+from evalkit.core.example import Example
+from evalkit.run.journal import Journal, sample_key
+from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord
+from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, score
+from evalkit.core.task import GenerationConfig, Task
 
 JOURNAL_FILE = "journal.jsonl"
 # Progress callback: (task name, examples done, examples total, examples generated this session).
@@ -91,8 +91,8 @@ def _resolve_tasks(tasks: Iterable[Task | str], tasks_dir: Sequence[Path] | None
             out.append(t)
             continue
         if registry is None:
-            from .config import load_config
-            from .discovery import discover
+            from evalkit.config import load_config
+            from evalkit.discovery.registry import discover
 
             config = load_config()
             dirs = list(tasks_dir) if tasks_dir else list(config.tasks)
@@ -109,11 +109,11 @@ def _make_backend(model: Any, tokenizer: Any, backend: Any, model_spec: str | No
     if model is not None:
         if tokenizer is None:
             raise ValueError("evaluate(model=...) needs tokenizer=... too")
-        from .models.hf import HFBackend
+        from evalkit.models.hf import HFBackend
 
         return HFBackend(model, tokenizer, batch_size=batch_size)
     if model_spec is not None:
-        from .models.spec import load_backend
+        from evalkit.models.spec import load_backend
 
         return load_backend(model_spec, batch_size=batch_size)
     raise ValueError("evaluate() needs model= (and tokenizer=), backend= or model_spec=")
@@ -348,8 +348,8 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     The task's current version and reference are used; the prompts and outputs are the
     journal's. The run's record.json and samples.jsonl are rewritten.
     """
-    from .journal import read_journal
-    from .record import load_record
+    from evalkit.run.journal import read_journal
+    from evalkit.run.record import load_record
 
     record = load_record(run)
     folder = record.path

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ExitCode
+from evalkit.errors import ConfigError, ExitCode
 
 SUMMARY_VERSION = 1
 # Pass-rate verdicts of the paired test (stats.PairedComparison.verdict), as seen from the source left out.
@@ -109,7 +109,7 @@ def _slug(value: Any) -> str:
 
 
 def _check_recipe(exp_file: Path, recipe: Path, overrides: dict[str, Any], where: str) -> Any:
-    from .recipe import load_recipe
+    from evalkit.train.recipe import load_recipe
 
     try:
         return load_recipe(recipe, overrides)
@@ -120,9 +120,9 @@ def _check_recipe(exp_file: Path, recipe: Path, overrides: dict[str, Any], where
 
 def load_experiment(path: Path | str) -> Experiment:
     """Read and validate an experiment file and every trial's recipe; ConfigError naming file and field."""
-    from ._yaml import read_yaml
-    from .recipe import deep_merge, load_recipe
-    from .yamltask import validate
+    from evalkit._yaml import read_yaml
+    from evalkit.train.recipe import deep_merge, load_recipe
+    from evalkit.schemas import validate
 
     path = Path(path).resolve()
     data = read_yaml(path, "experiment file")
@@ -347,7 +347,7 @@ def ablation_verdicts(full: Any, variants: dict[str, tuple[TrialPlan, Any]], alp
     task and better on none, "hurts" in the opposite case, "mixed" when both, else "no significant
     difference"; for a weight variant, "better" / "worse" / "mixed" / "no significant difference".
     """
-    from .runner import compare_records
+    from evalkit.run.runner import compare_records
 
     out = []
     for name, (plan, record) in variants.items():
@@ -372,7 +372,7 @@ def _now() -> str:
 
 
 def experiment_folder(exp: Experiment, output: Path | None = None) -> Path:
-    from .config import load_config
+    from evalkit.config import load_config
 
     config = load_config()
     folder = Path(output) if output else (config.root / exp.output if exp.output else config.reports / exp.name)
@@ -396,7 +396,7 @@ def run_experiment(path: Path | str, *, registry: Any = None, tasks: Any = None,
         console: a rich Console for progress lines (None: quiet).
         display_factory: in-process runs only: called with the trial name, returns a fine-tune display.
     """
-    from . import _experiment_run as rx
+    from evalkit.experiment import trials as rx
 
     exp = load_experiment(path)
     folder = experiment_folder(exp, output)
@@ -447,7 +447,7 @@ def run_experiment(path: Path | str, *, registry: Any = None, tasks: Any = None,
 
 
 def _progress_line(console: Any, plan: TrialPlan, result: dict[str, Any]) -> None:
-    from ._text import safe_text
+    from evalkit._text import safe_text
 
     if result.get("status") != "done":
         console.print(safe_text(f"  {plan.name}: FAILED: {result.get('error')}", 600, style="red"))
@@ -461,7 +461,7 @@ def _progress_line(console: Any, plan: TrialPlan, result: dict[str, Any]) -> Non
 def build_summary(exp: Experiment, folder: Path, results: dict[str, dict[str, Any]], *, executor: str,
                   ) -> dict[str, Any]:
     """The summary document: every trial in plan order (links relative to the folder) and the analysis."""
-    from .record import load_record
+    from evalkit.run.record import load_record
 
     trials = []
     for i, plan in enumerate(exp.trials):
@@ -485,7 +485,7 @@ def build_summary(exp: Experiment, folder: Path, results: dict[str, dict[str, An
 
 
 def _ladder_summary(exp: Experiment, trials: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, Any]:
-    from .runner import compare_records
+    from evalkit.run.runner import compare_records
 
     rule = exp.stop
     assert rule is not None
@@ -538,8 +538,8 @@ def _ablation_summary(exp: Experiment, trials: list[dict[str, Any]], records: di
 
 def write_summary(folder: Path, summary: dict[str, Any], *, final: bool = False) -> None:
     """summary.json (atomically) always; summary.md and summary.html too when `final`."""
-    from ._experiment_report import render_html, render_markdown
-    from .record import _atomic_write
+    from evalkit.experiment.report import render_html, render_markdown
+    from evalkit.run.record import _atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(folder / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")

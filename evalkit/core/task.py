@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .example import Example, example_id, split_of, SPLITS
-from .extract import Extractor, cut_at_stop
-from .verdict import Verdict, as_verdict
+from evalkit.core.example import Example, example_id, split_of, SPLITS
+from evalkit.core.extract import Extractor, cut_at_stop
+from evalkit.core.verdict import Verdict, as_verdict
 
 TASK_MARKER = "__evalkit_task__"
 
@@ -313,7 +313,7 @@ def normalize(text: str, how: Iterable[str]) -> str:
             text = " ".join(text.split())
         elif step == "json":
             # Same JSON value, whatever the spacing or key order (and prose around it).
-            from .extract import json_value
+            from evalkit.core.extract import json_value
 
             text = json_value(text) or text
         elif step == "punctuation":

@@ -20,11 +20,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from rich.console import Console  # noqa: E402
 from rich.table import Table
 
-from . import __version__
-from ._text import safe_text
-from .config import load_config
-from .discovery import Registry, discover
-from .errors import ConfigError, EvalkitError, ExitCode, NothingToRun
+from evalkit.version import __version__
+from evalkit._text import safe_text
+from evalkit.config import load_config
+from evalkit.discovery.registry import Registry, discover
+from evalkit.errors import ConfigError, EvalkitError, ExitCode, NothingToRun
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,7 @@ def load_registry(args: argparse.Namespace) -> Registry:
     """Tasks from --tasks-dir (repeatable) or `[tool.evalkit] tasks`, plus entry points."""
     config = load_config()
     if getattr(args, "lm_eval_defaults", False):
-        from .lmeval import DEFAULTS_ENV
+        from evalkit.lmeval import DEFAULTS_ENV
 
         os.environ[DEFAULTS_ENV] = "1"  # read where an lm-eval import file is loaded
     if args.tasks_dir:
@@ -84,7 +84,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .scoring import score
+    from evalkit.core.scoring import score
 
     registry = load_registry(args)
     t = registry.get(args.task)
@@ -113,7 +113,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from .selftest import selftest_task
+    from evalkit.core.selftest import selftest_task
 
     tasks = _selected(args)
     console = _console()
@@ -165,14 +165,14 @@ def _progress_display(console: Console):
 
 def print_summary(record, console: Console, verbosity: int = 0) -> None:
     """The terminal report of a run (pytest-like -q / -v)."""
-    from .reports import render_terminal
+    from evalkit.reports import render_terminal
 
     render_terminal(record, console, verbosity=verbosity)
 
 
 def write_rendered(record) -> None:
     """reports/<run-id>/report.html and report.md beside record.json."""
-    from .reports import render
+    from evalkit.reports import render
 
     if record.path is not None:
         (record.path / "report.html").write_text(render(record, "html"), encoding="utf-8")
@@ -180,8 +180,8 @@ def write_rendered(record) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .record import load_record
-    from .reports import FORMATS, SUFFIXES, render, render_terminal
+    from evalkit.run.record import load_record
+    from evalkit.reports import FORMATS, SUFFIXES, render, render_terminal
 
     record = load_record(Path(args.run))
     fmt = args.format or (SUFFIXES.get(Path(args.output).suffix.lower()) if args.output else None) or "terminal"
@@ -200,8 +200,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .models.spec import load_backend
-    from .runner import evaluate
+    from evalkit.models.spec import load_backend
+    from evalkit.run.runner import evaluate
 
     registry = load_registry(args)
     tasks = registry.select(args.task or [], args.tag or ())
@@ -215,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                model_name=args.model_name, concurrency=args.concurrency, chat=args.chat)
     run_dir = None
     if args.fresh or args.run_id:
-        from .runner import run_id_for
+        from evalkit.run.runner import run_id_for
 
         run_id = args.run_id or run_id_for(args.model, backend.identity, {"fresh": os.urandom(4).hex()}, tasks)
         run_dir = reports / run_id
@@ -234,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from .runner import rescore
+    from evalkit.run.runner import rescore
 
     registry = load_registry(args)
     record = rescore(Path(args.run), registry=registry, check_timeout=args.check_timeout)
@@ -246,8 +246,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .record import load_record
-    from .runner import compare_records
+    from evalkit.run.record import load_record
+    from evalkit.run.runner import compare_records
 
     a, b = load_record(Path(args.baseline)), load_record(Path(args.candidate))
     comparisons = compare_records(a, b, alpha=args.alpha)
@@ -266,8 +266,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from . import gate as gate_mod
-    from .record import load_record
+    from evalkit import gate as gate_mod
+    from evalkit.run.record import load_record
 
     if bool(args.run) == bool(args.model):
         raise ConfigError("give either a run (evalkit gate RUN) or --model SPEC, not both or neither",
@@ -280,8 +280,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.run:
         record = load_record(Path(args.run))
     else:
-        from .models.spec import load_backend
-        from .runner import evaluate
+        from evalkit.models.spec import load_backend
+        from evalkit.run.runner import evaluate
 
         registry = load_registry(args)
         names = list(gate_config.rules) if gate_config else (args.task or [])
@@ -324,8 +324,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from ._display import TrainingDisplay
-    from .finetune import finetune
+    from evalkit.train.display import TrainingDisplay
+    from evalkit.train.loop import finetune
 
     registry = load_registry(args)
     display = TrainingDisplay(_console(stderr=True))
@@ -350,7 +350,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .lmeval.export import export_tasks
+    from evalkit.lmeval.export import export_tasks
 
     tasks = _selected(args)
     out = Path(args.output)
@@ -367,7 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .scaffold import init_project
+    from evalkit.cli.scaffold import init_project
 
     root = Path(args.dir)
     written = init_project(root)
@@ -381,10 +381,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from ._display import TrainingDisplay
-    from ._experiment_report import render_terminal
-    from ._experiment_run import TaskSource
-    from .experiment import exit_code, run_experiment
+    from evalkit.train.display import TrainingDisplay
+    from evalkit.experiment.report import render_terminal
+    from evalkit.experiment.trials import TaskSource
+    from evalkit.experiment.plan import exit_code, run_experiment
 
     registry = load_registry(args)
     config = load_config()
@@ -401,7 +401,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """The sandbox's isolation in force and why; exit 3 if the configured level is unavailable."""
-    from .sandbox import doctor
+    from evalkit.sandbox import doctor
 
     lines, code = doctor()
     console = _console()

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from .verdict import Status, Verdict
+from evalkit.core.verdict import Status, Verdict
 
 if TYPE_CHECKING:
-    from .example import Example
-    from .task import Task
+    from evalkit.core.example import Example
+    from evalkit.core.task import Task
 
 DEFAULT_CHECK_TIMEOUT = 30.0
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
-from .verdict import Status
+from evalkit.core.verdict import Status
 
 __all__ = [
     "PairedComparison", "RateSummary", "mcnemar_exact_p", "mean_pass_at_k", "paired_bootstrap",

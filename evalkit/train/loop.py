@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EvalkitError, ExitCode
-from .recipe import Recipe, Target, load_recipe
+from evalkit.errors import ConfigError, EvalkitError, ExitCode
+from evalkit.train.recipe import Recipe, Target, load_recipe
 
 STATE_FILE = "evalkit_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -139,7 +139,7 @@ class Loop:
         return bool(_broadcast([stop])[0])
 
     def _evaluate_main(self, model: Any, step: int, epoch: float | None) -> bool:
-        from .runner import evaluate
+        from evalkit.run.runner import evaluate
 
         recipe = self.recipe
         settings = {t.task: {k: v for k, v in (("n", t.n), ("level", t.level)) if v is not None}
@@ -213,8 +213,8 @@ def evaluation_task(task: Any, checker: Any = None) -> Any:
     """`task`, or a copy of it judged by `checker` (a recipe's eval.checkers: evaluation only)."""
     if checker is None:
         return task
-    from . import checkers
-    from .verdict import as_verdict
+    from evalkit import checkers
+    from evalkit.core.verdict import as_verdict
 
     check = checkers.make(checker)
     judged = copy.copy(task)
@@ -312,7 +312,7 @@ def _make_callback(loop: Loop):
 
 
 def _build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) -> tuple[Any, Any]:
-    from .models.tiny import DEFAULT_ALPHABET, build_char_tokenizer, load_model, tiny_gpt2, tiny_llama
+    from evalkit.models.tiny import DEFAULT_ALPHABET, build_char_tokenizer, load_model, tiny_gpt2, tiny_llama
 
     m = recipe.model
     if recipe.base_is_scratch:
@@ -349,7 +349,7 @@ def _export_best(loop: Loop, model: Any, ckpt_dir: Path, current: int, output: P
 
     `model` holds the weights of step `current`; another best step is loaded from its checkpoint.
     """
-    from .models.tiny import save_model
+    from evalkit.models.tiny import save_model
 
     if not loop.state.best:
         return None
@@ -375,7 +375,7 @@ def _export_best(loop: Loop, model: Any, ckpt_dir: Path, current: int, output: P
 
 
 def _final_record(loop: Loop, output: Path, best_step: int | None, data_report: dict[str, Any]) -> Path | None:
-    from .record import load_record
+    from evalkit.run.record import load_record
 
     if best_step is None:
         return None
@@ -397,12 +397,12 @@ def _final_record(loop: Loop, output: Path, best_step: int | None, data_report: 
         **({"eval_checkers": loop.recipe.eval_checkers} if loop.recipe.eval_checkers else {}),
         **loop.training_meta,
     }}
-    from .record import RunRecord
+    from evalkit.run.record import RunRecord
 
     record = RunRecord(data)
     record.save(output)
     try:
-        from .reports import render
+        from evalkit.reports import render
 
         (output / "report.html").write_text(render(record, "html"), encoding="utf-8")
     except ImportError:  # pragma: no cover - reports ship with evalkit
@@ -441,8 +441,8 @@ def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool
     """Load the recipe, settle the output folder (--force / --resume), threads and the task registry."""
     import torch
 
-    from .config import load_config
-    from .discovery import discover
+    from evalkit.config import load_config
+    from evalkit.discovery.registry import discover
 
     recipe = load_recipe(recipe_path, overrides)
     config = load_config()
@@ -502,7 +502,7 @@ def make_trainer(loop: Loop, model: Any, tokenizer: Any, rows: list[Any], *, ckp
                  **overrides: Any) -> Any:
     """A Trainer that fine-tunes `model` on prompt/completion `rows` (loss on the completion) for
     `max_steps`, evaluating and checkpointing through `loop` (stops when every target is met)."""
-    from .trainingdata import CompletionCollator, tokenize_rows
+    from evalkit.train.data import CompletionCollator, tokenize_rows
 
     args = training_arguments(loop.recipe, ckpt_dir, max_steps, **overrides)
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=tokenize_rows(rows, tokenizer),
@@ -550,7 +550,7 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
     Args:
         overrides: merged into the recipe before validation (see `recipe.load_recipe`).
     """
-    from .trainingdata import build_training_rows
+    from evalkit.train.data import build_training_rows
 
     run = prepare(recipe_path, output=output, resume=resume, force=force, registry=registry, overrides=overrides)
     recipe, output, ckpt_dir, resume_from = run.recipe, run.output, run.ckpt_dir, run.resume_from
@@ -558,7 +558,7 @@ def finetune(recipe_path: Path | str, *, output: Path | None = None, resume: boo
     if not _is_main():
         display = None  # one live display, on rank 0
     if recipe.verifier_only:
-        from .verifier import run_verifier
+        from evalkit.train.verifier import run_verifier
 
         return run_verifier(run, display=display, max_steps=max_steps)
     loop = Loop(recipe, output, registry=registry, resume=resume_from is not None, display=display)

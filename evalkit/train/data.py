@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .example import Example
-from .recipe import Recipe
-from .scoring import score
+from evalkit.errors import ConfigError
+from evalkit.core.example import Example
+from evalkit.train.recipe import Recipe
+from evalkit.core.scoring import score
 
 
 @dataclass(frozen=True)

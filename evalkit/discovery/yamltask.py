@@ -18,72 +18,16 @@ import csv
 import json
 import string
 from dataclasses import replace
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 
-from . import checkers
-from .errors import ConfigError
-from .example import Example
-from .extract import cut_at_stop, make_extractor
-from .task import GenerationConfig, SelftestSpec, Task, TaskSpec
-
-
-@lru_cache(maxsize=None)
-def load_schema(name: str) -> dict[str, Any]:
-    """A JSON Schema shipped in the package (evalkit/schemas/NAME.schema.json)."""
-    text = resources.files("evalkit").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def _describe(value: Any) -> str:
-    kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-    shown = repr(value)
-    return kind if len(shown) > 40 else f"{kind} {shown}"
-
-
-def schema_error(error: Any) -> tuple[str, str]:
-    """(field path, message saying what was expected) for a jsonschema ValidationError."""
-    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    v, expected, inst = error.validator, error.validator_value, error.instance
-    if v == "type":
-        types = expected if isinstance(expected, list) else [expected]
-        message = f"expected {' or '.join(types)}, got {_describe(inst)}"
-    elif v == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        path = ".".join([*map(str, error.absolute_path), missing])
-        message = "required field is missing"
-    elif v == "additionalProperties":
-        extra = sorted(map(str, set(inst) - set(error.schema.get("properties", {}))))
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        path = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else path
-        message = f"unknown field; expected one of: {allowed}"
-    elif v in ("enum", "const"):
-        options = expected if isinstance(expected, list) else [expected]
-        message = f"expected one of {', '.join(map(repr, options))}, got {_describe(inst)}"
-    elif v in ("minimum", "maximum"):
-        message = f"expected a number {'>=' if v == 'minimum' else '<='} {expected}, got {_describe(inst)}"
-    elif v == "pattern":
-        message = f"expected text matching {expected!r}, got {_describe(inst)}"
-    else:
-        message = error.message
-    return path, message
-
-
-def validate(data: Any, schema_name: str, file: Path) -> None:
-    """Validate `data` against a shipped schema; ConfigError naming file, field and expectation."""
-    import jsonschema
-
-    schema = load_schema(schema_name)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(data))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
-        path, message = schema_error(error)
-        raise ConfigError(message, file=file, field=path)
+from evalkit import checkers
+from evalkit.errors import ConfigError
+from evalkit.core.example import Example
+from evalkit.core.extract import cut_at_stop, make_extractor
+from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
+from evalkit.schemas import validate
 
 
 def template_fields(template: str, file: Path, field: str) -> list[str]:
@@ -202,7 +146,7 @@ class YamlTask:
 
 def load_yaml_task(file: Path) -> Task:
     """Load and validate one declarative task file."""
-    from ._yaml import read_yaml
+    from evalkit._yaml import read_yaml
 
     file = Path(file)
     spec = read_yaml(file, "task file")

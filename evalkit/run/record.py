@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from evalkit.errors import ConfigError
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -100,7 +100,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def validate_record(data: Any, file: Path | str = "<record>") -> None:
     """Validate against the shipped record schema; ConfigError naming the field otherwise."""
-    from .yamltask import validate
+    from evalkit.schemas import validate
 
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise ConfigError(f"record schema version {data.get('schema_version')!r} is not supported "

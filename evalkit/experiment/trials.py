@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EvalkitError
+from evalkit.errors import ConfigError, EvalkitError
 
 TRIAL_FILE = "trial.json"
 
@@ -53,13 +53,13 @@ class TaskSource:
 
     @classmethod
     def from_project(cls) -> "TaskSource":
-        from .config import load_config
+        from evalkit.config import load_config
 
         config = load_config()
         return cls(tuple(str(p) for p in config.tasks), True, not config.tasks_configured)
 
     def registry(self) -> Any:
-        from .discovery import discover
+        from evalkit.discovery.registry import discover
 
         return discover([Path(p) for p in self.paths], entry_points=self.entry_points,
                         fallback_to_bundled=self.fallback_to_bundled)
@@ -91,7 +91,7 @@ def mean_tokens_per_row(recipe: Any, registry: Any, tokenizer_dir: Path) -> floa
     """Mean tokens per training row, rebuilding the trial's rows exactly as the fine-tune loop does."""
     from transformers import AutoTokenizer
 
-    from .trainingdata import build_training_rows
+    from evalkit.train.data import build_training_rows
 
     eval_examples = [ex for t in recipe.targets for ex in registry.get(t.task).examples(
         "eval", n=t.n or recipe.eval_n, seed=recipe.eval_seed, level=t.level)]
@@ -104,7 +104,7 @@ def mean_tokens_per_row(recipe: Any, registry: Any, tokenizer_dir: Path) -> floa
 
 def config_hash(recipe_path: Path, overrides: dict[str, Any]) -> str:
     """The trial's recipe after overrides (thread count aside): a changed trial is never taken as finished."""
-    from .recipe import load_recipe
+    from evalkit.train.recipe import load_recipe
 
     raw = json.loads(json.dumps(load_recipe(recipe_path, overrides).raw, default=str))
     (raw.get("train") or {}).pop("threads", None)
@@ -121,8 +121,8 @@ def _targets_met(history: list[dict[str, Any]], confirm: int) -> bool:
 
 def measure_trial(folder: Path, recipe_path: Path, overrides: dict[str, Any], registry: Any) -> dict[str, Any]:
     """The compute estimate of a finished trial folder (see the module docstring); writes trial.json."""
-    from .record import _atomic_write, load_record
-    from .recipe import load_recipe
+    from evalkit.run.record import _atomic_write, load_record
+    from evalkit.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     record = load_record(folder)
@@ -157,7 +157,7 @@ def measure_trial(folder: Path, recipe_path: Path, overrides: dict[str, Any], re
 
 def trial_result(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     """A finished trial for the summary: its trial.json plus each task's rate and interval from its record."""
-    from .record import load_record
+    from evalkit.run.record import load_record
 
     record = load_record(folder)
     targets = record.data["meta"]["training"].get("targets") or {}
@@ -214,8 +214,8 @@ def run_trial(spec: dict[str, Any], registry: Any = None, display: Any = None) -
     if spec.get("gpu") is not None:  # a fresh process: torch has not seen CUDA yet
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec["gpu"])
     try:
-        from .finetune import finetune
-        from .recipe import deep_merge
+        from evalkit.train.loop import finetune
+        from evalkit.train.recipe import deep_merge
 
         overrides = spec["overrides"]
         if spec.get("threads"):

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.reporting import with_reporter
 
-from .example import Example
-from .scoring import score
-from .task import Task
-from .verdict import Status
+from evalkit.core.example import Example
+from evalkit.core.scoring import score
+from evalkit.core.task import Task
+from evalkit.core.verdict import Status
 
 CORRUPTIONS = ("digit_edit", "char_edit", "truncate", "append")
 # Junk appended to an answer: visible characters, no whitespace (whitespace is a stop string

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import EvalkitError, ExitCode
+from evalkit.errors import EvalkitError, ExitCode
 
 
 class JournalLocked(EvalkitError):

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .curriculum import Curriculum, LevelRule
-from .errors import ConfigError
-from .finetune import (STATE_FILE, FinetuneResult, Loop, Prepared, _build_model, attach, finish,
+from evalkit.train.curriculum import Curriculum, LevelRule
+from evalkit.errors import ConfigError
+from evalkit.train.loop import (STATE_FILE, FinetuneResult, Loop, Prepared, _build_model, attach, finish,
                        make_trainer, training_arguments, _make_trainer_class)
-from .trainingdata import DataReport, Row, _norm, build_training_rows
+from evalkit.train.data import DataReport, Row, _norm, build_training_rows
 
 
 class BaselineRefused(ConfigError):
@@ -229,7 +229,7 @@ def _before_training(ctx: _Run) -> None:
 
 def _checkpoint_now(ctx: _Run) -> None:
     """A complete checkpoint of the current weights outside any Trainer (same layout, atomic)."""
-    from .models.tiny import save_model
+    from evalkit.models.tiny import save_model
 
     folder = ctx.ckpt_dir / f"checkpoint-{ctx.loop.step_offset}"
     save_model(ctx.model, None, folder)
@@ -240,7 +240,7 @@ def _checkpoint_now(ctx: _Run) -> None:
 def sample(ctx: _Run, levels: Mapping[str, int | None], *, n: int, k: int, temperature: float, top_p: float,
            seed: int, run_dir: Path | None) -> Any:
     """k completions for each of n training prompts per task, from the model as it is now (a RunRecord)."""
-    from .runner import evaluate
+    from evalkit.run.runner import evaluate
 
     return evaluate(model=ctx.model, tokenizer=ctx.tokenizer, tasks=ctx.train_tasks(), split="train", n=n, k=k,
                     temperature=temperature, top_p=top_p, seed=seed, batch_size=ctx.recipe.eval_batch_size,
@@ -256,7 +256,7 @@ def _baselines(record: Any, levels: Mapping[str, int | None], k: int) -> list[Ba
 
 def _update_curriculum(ctx: _Run) -> dict[str, Any]:
     """Measure each curriculum task at its current level on held-out examples and apply the rule."""
-    from .runner import evaluate
+    from evalkit.run.runner import evaluate
 
     if not ctx.curriculum or not ctx.loop.state.history:
         return {}
@@ -365,8 +365,8 @@ def _expert_iteration(ctx: _Run) -> bool | None:
 def checker_rewards(tasks: Mapping[str, Any]) -> tuple[Any, Any]:
     """TRL reward functions over dataset columns `task`, `fields` (JSON) and `level`:
     the task checker's verdict score, and a format reward (1.0 for a non-empty extracted answer)."""
-    from .extract import cut_at_stop
-    from .scoring import score
+    from evalkit.core.extract import cut_at_stop
+    from evalkit.core.scoring import score
 
     cache: dict[tuple[str, str, Any], Any] = {}
 

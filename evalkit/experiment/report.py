@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ._text import safe_text
+from evalkit._text import safe_text
 
 MARKS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VERDICT_CLASS = {"helps": "met", "better": "met", "hurts": "below", "worse": "below", "mixed": "warn"}
@@ -273,7 +273,7 @@ def _e(value: Any) -> str:
 
 def render_html(summary: dict[str, Any]) -> str:
     """One self-contained page (inline CSS and SVG; no script, nothing fetched)."""
-    from .reports._html_assets import CSS
+    from evalkit.reports._html_assets import CSS
 
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
     body = [f'<header class="top"><div class="wrap"><div class="brand">evalkit experiment</div>'
@@ -297,7 +297,7 @@ def _links(t: dict[str, Any]) -> str:
 
 
 def _ladder_html(summary: dict[str, Any]) -> list[str]:
-    from .reports._charts import PALETTE, Series, line_chart, mini_bar
+    from evalkit.reports._charts import PALETTE, Series, line_chart, mini_bar
 
     tasks, steps = _tasks(summary), _steps(summary)
     d = summary["ladder"]["decision"]
@@ -364,7 +364,7 @@ def _ladder_html(summary: dict[str, Any]) -> list[str]:
 
 
 def _ablation_html(summary: dict[str, Any]) -> list[str]:
-    from .reports._charts import mini_bar
+    from evalkit.reports._charts import mini_bar
 
     ab = summary["ablation"]
     by_trial = {v["trial"]: v for v in ab["verdicts"]}

@@ -20,8 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ConfigError, PluginImportError, UnknownTaskError
-from .task import TASK_MARKER, Task
+from evalkit.errors import ConfigError, PluginImportError, UnknownTaskError
+from evalkit.core.task import TASK_MARKER, Task
 
 ENTRY_POINT_GROUP = "evalkit.tasks"
 _SKIP_DIRS = {"data", "__pycache__"}
@@ -29,9 +29,9 @@ _SKIP_DIRS = {"data", "__pycache__"}
 
 def bundled_tasks_dir() -> Path:
     """The example tasks shipped with evalkit (the wheel's copy, else the source checkout's)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_bundled_tasks"
-    return installed if installed.is_dir() else here.parent / "tasks"
+    package = Path(__file__).resolve().parent.parent  # evalkit/
+    installed = package / "_bundled_tasks"
+    return installed if installed.is_dir() else package.parent / "tasks"
 
 
 def _task_files(folder: Path) -> list[Path]:
@@ -112,8 +112,8 @@ def load_path(path: Path) -> list[Task]:
     if not path.exists():
         raise ConfigError("no such task file or folder", file=path)
     if path.suffix in (".yaml", ".yml"):
-        from .lmeval.importer import is_lmeval_task_file, load_lmeval_task
-        from .yamltask import load_yaml_task
+        from evalkit.lmeval.importer import is_lmeval_task_file, load_lmeval_task
+        from evalkit.discovery.yamltask import load_yaml_task
 
         if is_lmeval_task_file(path):  # an lm-eval task imported by a top-level `lm_eval:` key
             return [load_lmeval_task(path)]

@@ -1,0 +1,1 @@
+"""Experiments: the scale ladder and the data-source ablation, as trials of ordinary fine-tune runs."""

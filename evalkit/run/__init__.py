@@ -1,0 +1,1 @@
+"""A run: the runner, the sample journal, the run record and its statistics."""

@@ -1,0 +1,1 @@
+"""Training until the checks pass: recipes, data, the loop and the verifier-only methods."""
