@@ -115,3 +115,11 @@ def test_multiple_choice_reads_letters():
         assert score(t, ex, ok).verdict.passed, ok
     for bad in (other, f"{letter} or {other}", ""):
         assert not score(t, ex, bad).verdict.passed, bad
+
+
+def test_data_row_that_is_not_an_object_names_file_and_line(tmp_path):
+    path = write(tmp_path, BASE, rows=({"q": "1+1", "a": "2"}, [1, 2]))
+    with pytest.raises(ConfigError) as info:
+        load_yaml_task(path).examples("eval")
+    assert "rows.jsonl" in str(info.value) and "line 2" in str(info.value)
+    assert "expected a JSON object, got a list [1, 2]" in str(info.value)

@@ -27,7 +27,7 @@ from evalkit.errors import ConfigError
 from evalkit.core.example import Example
 from evalkit.core.extract import cut_at_stop, make_extractor
 from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
-from evalkit.schemas import validate
+from evalkit.schemas import describe_value, validate
 
 
 def template_fields(template: str, file: Path, field: str) -> list[str]:
@@ -70,7 +70,7 @@ def read_rows(path: Path, yaml_file: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"line {lineno}: not valid JSON: {exc.msg}", file=path) from None
             if not isinstance(row, dict):
-                raise ConfigError(f"line {lineno}: expected a JSON object, got {_describe(row)}", file=path)
+                raise ConfigError(f"line {lineno}: expected a JSON object, got {describe_value(row)}", file=path)
             rows.append(row)
     elif path.suffix == ".json":
         try:

@@ -22,7 +22,7 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
     shown = repr(value)
@@ -35,7 +35,7 @@ def schema_error(error: Any) -> tuple[str, str]:
     v, expected, inst = error.validator, error.validator_value, error.instance
     if v == "type":
         types = expected if isinstance(expected, list) else [expected]
-        message = f"expected {' or '.join(types)}, got {_describe(inst)}"
+        message = f"expected {' or '.join(types)}, got {describe_value(inst)}"
     elif v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         path = ".".join([*map(str, error.absolute_path), missing])
@@ -47,11 +47,11 @@ def schema_error(error: Any) -> tuple[str, str]:
         message = f"unknown field; expected one of: {allowed}"
     elif v in ("enum", "const"):
         options = expected if isinstance(expected, list) else [expected]
-        message = f"expected one of {', '.join(map(repr, options))}, got {_describe(inst)}"
+        message = f"expected one of {', '.join(map(repr, options))}, got {describe_value(inst)}"
     elif v in ("minimum", "maximum"):
-        message = f"expected a number {'>=' if v == 'minimum' else '<='} {expected}, got {_describe(inst)}"
+        message = f"expected a number {'>=' if v == 'minimum' else '<='} {expected}, got {describe_value(inst)}"
     elif v == "pattern":
-        message = f"expected text matching {expected!r}, got {_describe(inst)}"
+        message = f"expected text matching {expected!r}, got {describe_value(inst)}"
     else:
         message = error.message
     return path, message
@@ -70,4 +70,4 @@ def validate(data: Any, schema_name: str, file: Path) -> None:
         raise ConfigError(message, file=file, field=path)
 
 
-__all__ = ["load_schema", "schema_error", "validate"]
+__all__ = ["describe_value", "load_schema", "schema_error", "validate"]
