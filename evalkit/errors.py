@@ -1,4 +1,4 @@
-"""Errors with the CLI exit codes of DESIGN.md (like pytest's ExitCode)."""
+"""Errors with the CLI exit codes (as the README lists them; like pytest's ExitCode)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ class UnknownTaskError(ConfigError):
 
 class PluginImportError(ConfigError):
     """A task plugin (file or entry point) that fails to import."""
+
+
+class InfrastructureError(EvalkitError):
+    """What a run needs is missing (e.g. the sandbox a code check requires): the run stops with exit
+    code 3. Scoring never turns it into a per-sample ERROR verdict, which would blame the model."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 class NothingToRun(EvalkitError):

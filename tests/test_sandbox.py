@@ -6,9 +6,10 @@ searched for in /proc) and that nothing changed outside the sandbox (each write 
 names its file after the marker; sentinel files outside are compared byte for byte).
 
 Cases run at both isolation levels. A case skips only with a reason naming what is
-missing: the namespaces level when the kernel refuses the namespaces (the reason is the
-probe's), and the process level where that level promises nothing (e.g. file-system
-containment when the program runs as your own uid).
+missing: the namespaces level where it is unavailable (the reason is the probe's: the step
+that failed, its errno, and what to do), and the process level where that level promises
+nothing (e.g. file-system containment when the program runs as your own uid). Under CI=true
+an unavailable namespaces level FAILS those cases instead: CI must not pass by skipping them.
 """
 
 from __future__ import annotations
@@ -28,14 +29,25 @@ from pathlib import Path
 
 import pytest
 
+from evalkit import Task, score, task
 from evalkit.checkers import make
-from evalkit.errors import ExitCode
 from evalkit.core.example import Example
-from evalkit.sandbox import (Isolation, Limits, SandboxPool, SandboxUnavailable, call_sandboxed, detect,
-                             run_sandboxed, strict_equal, test_sandboxed)
-from evalkit.sandbox import _wire
-from evalkit.sandbox._pool import Job, layout
 from evalkit.core.verdict import Status
+from evalkit.errors import ExitCode
+from evalkit.sandbox import (
+    Isolation,
+    Limits,
+    SandboxPool,
+    SandboxUnavailable,
+    _wire,
+    call_sandboxed,
+    detect,
+    run_sandboxed,
+    strict_equal,
+    test_sandboxed,
+)
+from evalkit.sandbox._layout import layout
+from evalkit.sandbox._pool import Job
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 'def add(a, b):\n    """Return a + b."""\n'
@@ -43,11 +55,20 @@ TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candi
 FAST = Limits(timeout=1.0, memory_mb=512, output_bytes=1 << 20)
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def _namespaces_or_skip() -> None:
+    """Skip (loudly, with the real cause) where the namespaces level is unavailable; under
+    CI=true, fail: a CI run that skips the namespaces cases has not tested the sandbox."""
     found = detect()
     if not found.namespaces:
-        pytest.skip(f"NAMESPACES UNAVAILABLE on this kernel/container: {found.namespaces_detail} "
-                    "(see `evalkit doctor`)")
+        why = (f"NAMESPACES LEVEL UNAVAILABLE: {found.namespaces_detail} -- {found.advice} "
+               "(see `evalkit doctor`)")
+        if _in_ci():
+            pytest.fail(f"{why}; CI=true: the namespaces cases must run, not skip", pytrace=False)
+        pytest.skip(why)
 
 
 @pytest.fixture(params=[Isolation.NAMESPACES, Isolation.PROCESS], ids=["namespaces", "process"])
@@ -320,14 +341,18 @@ def test_only_the_interpreter_and_system_folders_are_visible():
     program = ("import json, os\n"
                f"home = {str(Path.home())!r}\n"
                f"print(json.dumps([os.path.exists({str(REPO / 'tasks')!r}), os.path.exists({str(REPO / 'evalkit')!r}),"
-               " sorted(os.listdir(home)) if os.path.isdir(home) else [], sorted(os.listdir('/'))]))\n")
+               " sorted(os.listdir(home)) if os.path.isdir(home) else [], sorted(os.listdir('/')), os.getcwd(),"
+               " sorted(os.listdir('/tmp'))]))\n")
     result = run_sandboxed(program, limits=FAST, isolation=Isolation.NAMESPACES)
-    tasks, package, home, root = json.loads(result.stdout)
+    tasks, package, home, root, cwd, tmp = json.loads(result.stdout)
     assert (tasks, package) == (False, False)  # the task data and tests stay outside
     bound = [Path(p) for p, link in layout().binds if link is None]
     assert set(home) <= {p.relative_to(Path.home()).parts[0] for p in bound if Path.home() in p.parents}
-    assert set(root) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "proc", "dev", "tmp"} | {
-        p.parts[1] for p in bound}
+    assert cwd == "/sandbox"  # the working folder: its own (see _namespaces.WORK)
+    assert set(root) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "proc", "dev", "tmp",
+                         "sandbox"} | {p.parts[1] for p in bound}
+    # /tmp is empty but for the folders leading to an interpreter that lives under /tmp
+    assert set(tmp) == {p.parts[2] for p in bound if p.parts[1] == "tmp"}
 
 
 def test_hidden_folders_are_empty_inside():
@@ -352,6 +377,103 @@ def test_hidden_folders_are_empty_inside():
     assert shown.stdout == b"True ['tests.jsonl']\n"
 
 
+def test_bound_folders_may_lie_anywhere_but_on_the_sandboxs_own_mount_points():
+    from evalkit.sandbox import _namespaces as ns
+
+    binds = [["/tmp/ci/checkout/.venv", None], ["/usr", None], ["/bin", "usr/bin"], ["/dev/shm/x/y", None]]
+    ns.check_binds(binds)
+    assert ns.carried(binds) == ["/dev/shm/x", "/tmp/ci"]  # carried over each job's fresh /tmp, /dev/shm
+    assert ns.work_dir(binds) == "/sandbox" and ns.work_dir([["/sandbox/venv", None]]) == "/sandbox-work"
+    assert not any(ns._within(s, p) or ns._within(p, s) for s in ("/mnt",) for p, _ in binds)  # staged there
+    for bad in ("/", "/tmp", "/dev", "/dev/shm", "/proc", "/proc/1"):
+        with pytest.raises(OSError, match="own mount points"):
+            ns.check_binds([[bad, None]])
+
+
+def test_an_interpreter_under_tmp_gets_the_namespaces_level(tmp_path):
+    """CI clones into a folder under /tmp: an interpreter (a venv) there gets the namespaces
+    level too, with the same contract: its own working folder, a writable /tmp, a read-only
+    parent, the checkout read-only and holding nothing but the bound venv, and verdicts."""
+    _namespaces_or_skip()
+    import sysconfig
+
+    checkout = tmp_path / "checkout"
+    venv = checkout / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (checkout / "secret.txt").write_text("not for the program")
+    python = str(venv / "bin" / "python")
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    ours = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    (site / "evalkit-test.pth").write_text("\n".join(dict.fromkeys(ours)) + "\n")  # evalkit and its dependencies
+    (site / "evalkit_venv_module.py").write_text("VALUE = 42\n")  # must be importable inside
+    program = (
+        "import json, os, sys, tempfile\n"
+        "import evalkit_venv_module\n"
+        "out = {'cwd': os.getcwd(), 'ls': sorted(os.listdir('.')), 'exe': os.path.exists(sys.executable),\n"
+        f"       'module': evalkit_venv_module.VALUE, 'checkout': sorted(os.listdir({str(checkout)!r}))}}\n"
+        "with tempfile.NamedTemporaryFile() as f:\n"
+        "    out['tmpfile'] = f.name\n"
+        "out['writes'] = {}\n"
+        f"for target in ('../x', {str(checkout / 'x')!r}, {str(venv / 'x')!r}, 'here'):\n"
+        "    try:\n"
+        "        open(target, 'w').write('x')\n"
+        "        out['writes'][target] = 'ok'\n"
+        "    except OSError as exc:\n"
+        "        out['writes'][target] = exc.strerror\n"
+        "print(json.dumps(out))\n")
+    script = (
+        "import json, sys\n"
+        "from evalkit.sandbox import Isolation, Limits, detect, run_sandboxed, test_sandboxed\n"
+        "from evalkit.sandbox._layout import layout\n"
+        "found = detect()\n"
+        "r = run_sandboxed(sys.argv[1], limits=Limits(timeout=20), isolation='auto')\n"
+        "t = test_sandboxed('def add(a, b):\\n    return a + b\\n', 'add',\n"
+        "                   'def check(candidate):\\n    assert candidate(1, 2) == 3\\n', isolation='auto')\n"
+        "print(json.dumps({'detail': found.namespaces_detail, 'binds': [p for p, link in layout().binds],\n"
+        "                  'isolation': r.isolation.value, 'status': r.status, 'error': r.error,\n"
+        "                  'stdout': r.stdout.decode(), 'stderr': r.stderr.decode()[-2000:], 'verdict': t.report}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "EVALKIT_SANDBOX"}
+    done = subprocess.run([python, "-c", script, program], capture_output=True, text=True, timeout=180, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["detail"].startswith("verified") and str(venv) in got["binds"], got
+    assert (got["isolation"], got["status"]) == ("namespaces", "ok"), got
+    assert got["verdict"]["status"] == "pass", got
+    seen = json.loads(got["stdout"])
+    assert seen["cwd"] == "/sandbox" and seen["ls"] == ["solution.py"] and seen["exe"] and seen["module"] == 42
+    assert seen["checkout"] == [".venv"] and seen["tmpfile"].startswith("/tmp/")
+    assert seen["writes"] == {"../x": "Read-only file system", str(checkout / "x"): "Read-only file system",
+                              str(venv / "x"): "Read-only file system", "here": "ok"}
+    assert not (checkout / "x").exists() and not (venv / "x").exists()
+    doctor = subprocess.run([python, "-m", "evalkit", "doctor"], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=tmp_path)
+    assert doctor.returncode == 0 and doctor.stdout.startswith("isolation in force: namespaces\n"), doctor.stdout
+
+
+def test_the_namespaces_level_works_for_an_unprivileged_user(tmp_path):
+    """Not only as root: a supervisor running as an ordinary uid must be able to write the uid
+    and gid maps of the process that made the namespaces (whose /proc files it owns only while
+    that process is dumpable). Run here with a supervisor dropped to nobody, as root."""
+    _namespaces_or_skip()
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or layout().ns_uid != 65534 or not setpriv or not python:
+        pytest.skip("needs root (to drop a supervisor to nobody), util-linux's setpriv and /usr/bin/python3")
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 11))"], capture_output=True,
+                             text=True, timeout=60).stdout.strip()
+    if version != "True" and sys.version_info >= (3, 11):
+        pytest.skip(f"{python} is older than 3.11 (the supervisor is started with -P)")
+    wrapper = tmp_path / "as-nobody"
+    wrapper.write_text(f'#!/bin/sh\nexec {setpriv} --reuid=65534 --regid=65534 --clear-groups {python} "$@"\n')
+    wrapper.chmod(0o755)
+    with SandboxPool(1) as pool:
+        result = pool.run(Job("script", "import os\nprint(os.getuid(), len([p for p in os.listdir('/proc') "
+                              "if p.isdigit()]))\n", Isolation.NAMESPACES, FAST, executable=str(wrapper)))
+    assert result.status == "ok" and result.stdout == b"0 3\n", result
+
+
 def test_mounts_are_read_only_nosuid_and_the_program_has_no_capabilities():
     _namespaces_or_skip()
     program = ("import json, os\n"
@@ -363,7 +485,7 @@ def test_mounts_are_read_only_nosuid_and_the_program_has_no_capabilities():
     seen = json.loads(result.stdout)
     assert seen["cap"] == seen["bnd"] == "0" * 16 and seen["nnp"] == "1"
     for point, options in seen["mounts"].items():
-        writable = point in ("/tmp", "/dev/shm") or point.startswith("/dev/")  # (device nodes)
+        writable = point in ("/sandbox", "/tmp", "/dev/shm") or point.startswith("/dev/")  # (device nodes)
         assert ("rw" in options.split(",")) == writable, (point, options)
         if not point.startswith("/dev/") or point == "/dev/shm":
             assert "nosuid" in options.split(","), (point, options)
@@ -411,6 +533,14 @@ def test_environment_is_scrubbed(level, monkeypatch):
     result = call_sandboxed("import os\ndef env():\n    return sorted(os.environ)\n", "env", [[]], limits=FAST,
                             isolation=level)
     assert result.report["results"] == [{"ok": ["HOME", "LANG", "PATH", "PYTHONHASHSEED"]}]
+
+
+def test_no_evalkit_module_is_loaded_where_the_program_runs(level):
+    """The supervisor is stdlib only (_pool.SUPERVISOR_PARTS): nothing of evalkit is in the
+    memory of any process forked from it, the program's included."""
+    result = run_sandboxed("import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'evalkit'))\n",
+                           limits=FAST, isolation=level)
+    assert result.stdout == b"[]\n", result
 
 
 def test_no_process_environment_holds_a_secret(level, monkeypatch):
@@ -473,7 +603,8 @@ FORGERIES = {
                                    "    return a - b"),
     "steal-the-test-from-frames-and-memory": STEAL_THE_TEST,
     "steal-the-nonce": ("    import gc, re\n"
-                        "    pool = [t for t in gc.get_objects() if isinstance(t, str) and re.fullmatch('[0-9a-f]{32}', t)]\n"
+                        "    pool = [t for t in gc.get_objects()\n"
+                        "            if isinstance(t, str) and re.fullmatch('[0-9a-f]{32}', t)]\n"
                         "    f = sys._getframe()\n"
                         "    while f is not None:\n"
                         "        pool += [v for v in f.f_locals.values() if isinstance(v, str)]\n"
@@ -680,53 +811,116 @@ def test_bad_setting_is_a_usage_error(monkeypatch):
     assert info.value.exit_code == ExitCode.USAGE
 
 
-def test_required_namespaces_unavailable_fails_closed(monkeypatch):
+def test_unavailable_namespaces_fail_closed_by_default(monkeypatch, tmp_path):
+    """Whatever the setting but the explicit "process", no namespaces means no code checks:
+    SandboxUnavailable (exit code 3) at the first check — building the checker (discovering a
+    code task) needs no sandbox — with one message that says why and how to opt into the weaker
+    level, and what that level does not protect. Scoring lets it through: it stops the run, it
+    is never an ERROR verdict that blames the answer."""
     from evalkit.sandbox import _detect
+
+    monkeypatch.setattr(_detect, "_detected", _detect.Detection(False, "simulated: no user namespaces",
+                                                                advice="simulated advice"))
+    monkeypatch.delenv("EVALKIT_SANDBOX", raising=False)
+    (tmp_path / "pyproject.toml").write_text("[tool.evalkit]\n")  # a project that sets nothing
+    monkeypatch.chdir(tmp_path)
+    assert _detect.configured() == ("auto", "default")
+    example = ex(prompt=PROMPT, test=TEST, entry_point="add")
+    for setting in (None, "auto", "namespaces"):
+        check = make({"name": "python_tests"} if setting is None else {"name": "python_tests", "isolation": setting})
+        with pytest.raises(SandboxUnavailable) as info:
+            check(example, "    return a + b\n")
+        message = str(info.value)
+        assert info.value.exit_code == ExitCode.INTERNAL == 3
+        assert "simulated: no user namespaces" in message and "simulated advice" in message
+        assert "EVALKIT_SANDBOX=process" in message
+        for unprotected in ("network", "reading your files", "/tmp", "fork bomb"):
+            assert unprotected in message
+        with pytest.raises(SandboxUnavailable):
+            _detect.resolve_isolation(setting)
+        code_task = Task.from_decorated(_code_task(check))
+        with pytest.raises(SandboxUnavailable):  # through scoring: the run stops, no ERROR verdict
+            score(code_task, example, "    return a + b\n")
+        with pytest.raises(SandboxUnavailable):
+            run_sandboxed("print(1)", limits=FAST, isolation=setting)
+    monkeypatch.undo()
 
     monkeypatch.setattr(_detect, "_detected", _detect.Detection(False, "simulated: no user namespaces"))
     monkeypatch.setenv("EVALKIT_SANDBOX", "namespaces")
     with pytest.raises(SandboxUnavailable, match="simulated") as info:
-        make({"name": "python_tests"})
-    assert info.value.exit_code == ExitCode.INTERNAL == 3
+        make({"name": "python_tests", "isolation": "process"})(example, "    return a + b\n")  # the user's word wins
+    assert "EVALKIT_SANDBOX=namespaces" in str(info.value)
     monkeypatch.setenv("EVALKIT_SANDBOX", "process")  # the explicit opt-in to the weaker level
     check = make({"name": "python_tests", "isolation": "namespaces"})
     assert check(ex(prompt=PROMPT, test=TEST, entry_point="add"), "    return a + b\n").passed
-    monkeypatch.delenv("EVALKIT_SANDBOX")
-    with pytest.raises(SandboxUnavailable):
-        make({"name": "python_tests", "isolation": "namespaces"})
-    with pytest.warns(RuntimeWarning, match="process isolation only"):
-        monkeypatch.setattr(_detect, "_warned", False)
-        assert _detect.resolve_isolation("auto") is Isolation.PROCESS
+    assert _detect.resolve_isolation("auto") is Isolation.PROCESS
+
+
+def _code_task(check):
+    @task(name="code_task", eval_fraction=1.0)
+    class CodeTask:
+        def generate(self, rng, level):
+            return {"n": rng.randrange(10)}
+
+        def prompt(self, ex):
+            return PROMPT
+
+        def check(self, ex, answer):
+            return check(ex, answer)
+
+    return CodeTask
 
 
 @pytest.mark.slow
 def test_cli_fails_closed_where_the_kernel_refuses(tmp_path):
     """A real refusal: a user namespace whose max_user_namespaces is 0 (made with unshare(1))."""
-    if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "--map-root-user", "true"]).returncode:
-        pytest.skip("cannot make a user namespace here (unshare(1) missing or user namespaces disabled)")
+    if not shutil.which("unshare"):
+        pytest.skip("unshare(1) (util-linux) is not installed")
+    if subprocess.run(["unshare", "--user", "--map-root-user", "true"]).returncode:
+        _namespaces_or_skip()  # (fails under CI=true where the namespaces level is unavailable)
+        pytest.skip("cannot make a user namespace with unshare(1) here")
     wrap = ["unshare", "--user", "--map-root-user", "sh", "-c",
             'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh"]
     cmd = [sys.executable, "-m", "evalkit", "selftest", "python_functions", "--examples", "2", "--max-examples", "3"]
-    env = {**os.environ, "NO_COLOR": "1"}
-    required = subprocess.run(wrap + cmd, env={**env, "EVALKIT_SANDBOX": "namespaces"}, cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
-    assert required.returncode == 3, required.stderr
-    assert "namespaces isolation is required" in required.stderr
+    env = {k: v for k, v in os.environ.items() if k != "EVALKIT_SANDBOX"}
+    env["NO_COLOR"] = "1"
+    for setting in (None, "namespaces"):  # the default refuses as the explicit requirement does
+        required = subprocess.run(wrap + cmd, env=env if setting is None else {**env, "EVALKIT_SANDBOX": setting},
+                                  cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert required.returncode == 3, required.stderr
+        assert "namespaces isolation is required" in required.stderr and "EVALKIT_SANDBOX=process" in required.stderr
+        assert "max_user_namespaces is 0" in required.stderr  # the real cause, and the fix
+    # Only code checks need the sandbox: other tasks run (discovering the code task costs nothing).
+    run = [sys.executable, "-m", "evalkit", "run", "--model", "oracle", "-n", "3", "--reports-dir", str(tmp_path)]
+    plain = subprocess.run(wrap + run + ["--task", "addition"], env=env, cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    code = subprocess.run(wrap + run + ["--task", "python_functions"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert code.returncode == 3 and "EVALKIT_SANDBOX=process" in code.stderr, code.stdout + code.stderr
     weaker = subprocess.run(wrap + cmd, env={**env, "EVALKIT_SANDBOX": "process"}, cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert weaker.returncode == 0, weaker.stdout + weaker.stderr
-    doctor = subprocess.run(wrap + [sys.executable, "-m", "evalkit", "doctor"], cwd=REPO,
-                            env={**env, "EVALKIT_SANDBOX": "namespaces"}, capture_output=True, text=True, timeout=120)
+    doctor = subprocess.run(wrap + [sys.executable, "-m", "evalkit", "doctor"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
     assert doctor.returncode == 3 and "UNAVAILABLE" in doctor.stdout
+    assert "cannot create namespaces" in doctor.stdout and "ENOSPC" in doctor.stdout  # the step and its errno
+    assert "user.max_user_namespaces is 0" in doctor.stdout
 
 
-def test_doctor_reports_the_isolation_in_force(run_cli):
+def test_doctor_reports_the_isolation_in_force(run_cli, monkeypatch):
+    monkeypatch.delenv("EVALKIT_SANDBOX", raising=False)
     done = run_cli("doctor")
-    assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
-    expected = "namespaces" if detect().namespaces else "process"
-    assert first.startswith("isolation in force:") and expected in first
-    assert "user.max_user_namespaces" in done.stdout
+    assert first.startswith("isolation in force:") and "user.max_user_namespaces" in done.stdout
+    if detect().namespaces:
+        assert done.returncode == 0 and first == "isolation in force: namespaces", done.stdout + done.stderr
+    else:  # fails closed, and says why
+        assert done.returncode == 3 and "refuse" in first and "why, what to do:" in done.stdout
+    monkeypatch.setenv("EVALKIT_SANDBOX", "process")
+    done = run_cli("doctor")
+    assert done.returncode == 0 and done.stdout.startswith("isolation in force: process (the explicit opt-in")
+    assert "it does NOT:" in done.stdout
 
 
 def test_limits_are_validated():

@@ -15,8 +15,9 @@ Two forms:
 
 Both run at the isolation level resolved by `evalkit.sandbox.resolve_isolation`: the
 checker's `isolation=` parameter, overridden by EVALKIT_SANDBOX, else `[tool.evalkit]
-sandbox`, else the strongest available. A required level that is unavailable raises
-SandboxUnavailable (exit code 3) when the checker is built.
+sandbox`, else "auto" (the namespaces level). Where the namespaces level is unavailable and
+the weaker "process" level was not chosen explicitly, the first check raises SandboxUnavailable
+(exit code 3; the run stops): code checks refuse to run rather than run less contained.
 """
 
 from __future__ import annotations
@@ -27,25 +28,35 @@ from typing import Any
 
 from evalkit.checkers import Check, register
 from evalkit.core.example import Example
-from evalkit.sandbox import (Isolation, Limits, SandboxResult, call_sandboxed, configured, describe, resolve_isolation,
-                       strict_equal, test_sandboxed)
-from evalkit.sandbox import _wire
 from evalkit.core.verdict import Status, Verdict, verdict
+from evalkit.sandbox import (
+    Isolation,
+    Limits,
+    SandboxResult,
+    call_sandboxed,
+    configured,
+    decode_value,
+    describe,
+    resolve_isolation,
+    strict_equal,
+    test_sandboxed,
+)
 
 
 class _Level:
-    """The isolation level, resolved once: now when a level is required (fail closed when
-    the checker is built), else at the first check (probing costs a sandbox start)."""
+    """The isolation level. The setting is validated when the checker is built (a bad value is a
+    usage error); the level is resolved at the first check, so that discovering or listing a
+    code task costs no sandbox probe and a project that never runs one never needs a sandbox.
+    An unavailable level then stops the run (SandboxUnavailable, an InfrastructureError: exit
+    code 3), never a per-answer ERROR verdict."""
 
     def __init__(self, isolation: Isolation | str | None):
         if isolation is not None and not isinstance(isolation, (Isolation, str)):
             raise TypeError(f"isolation must be 'auto', 'namespaces' or 'process', got {isolation!r}")
+        configured(isolation)  # ConfigError for an unknown setting, before any probe
         self._requested = isolation
         self._level: Isolation | None = None
         self._lock = threading.Lock()
-        value, _ = configured(isolation)  # validates the setting (ConfigError for a bad value)
-        if value != "auto":
-            self._level = resolve_isolation(isolation)
 
     def get(self) -> Isolation:
         with self._lock:
@@ -145,7 +156,7 @@ def python_tests(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolat
 def _case(case: Any, i: int) -> tuple[list[Any], dict[str, Any], Any]:
     if not isinstance(case, Mapping) or "input" not in case or "output" not in case:
         raise ValueError(f"python_io: case {i} must be an object with 'input' and 'output'")
-    given = _wire.decode(case["input"])
+    given = decode_value(case["input"])
     if isinstance(given, Mapping):
         args, kwargs = given.get("args", []), given.get("kwargs", {})
     else:
@@ -153,7 +164,7 @@ def _case(case: Any, i: int) -> tuple[list[Any], dict[str, Any], Any]:
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
         raise ValueError(f"python_io: case {i}: input must be a list of arguments or "
                          "{'args': [...], 'kwargs': {...}}")
-    return list(args), dict(kwargs), _wire.decode(case["output"])
+    return list(args), dict(kwargs), decode_value(case["output"])
 
 
 def _call_text(entry: str, args: list[Any], kwargs: dict[str, Any]) -> str:
@@ -171,7 +182,7 @@ def python_io(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolation
     The example provides `entry_point`, the cases (field `cases_field`: a list of
     {"input": [args...] or {"args": [...], "kwargs": {...}}, "output": expected}), and
     optionally `prompt` (prepended to the answer). Values are JSON; tuples, sets, bytes,
-    non-finite floats and dicts with non-string keys use the tags of evalkit.sandbox._wire,
+    non-finite floats and dicts with non-string keys use the sandbox's tagged JSON (`evalkit.sandbox.decode_value`),
     e.g. {"$tuple": [1, 2]}. The sandbox only ever sees the inputs; the results come back as
     plain data and are compared here with exact types (True is not 1, 1 is not 1.0, a
     tuple is not a list); floats may differ by `abs_tol`/`rel_tol`.
@@ -215,7 +226,7 @@ def python_io(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolation
                 why = "not run (the program died earlier)"
             elif "ok" in got:
                 try:
-                    value = _wire.decode(got["ok"])
+                    value = decode_value(got["ok"])
                 except (ValueError, TypeError, RecursionError):
                     value, why = None, "a malformed result"
                 if why is None and not strict_equal(expected, value, abs_tol, rel_tol):

@@ -10,8 +10,10 @@
 
 Every run is one job on a `SandboxPool` (default: `default_pool()`, sized to the CPUs):
 a trusted harness process and the program's process, with limits, inside new user,
-mount, PID, network and IPC namespaces where the kernel allows (`Isolation.NAMESPACES`),
-else as plain processes (`Isolation.PROCESS`). The program never shares an interpreter
+mount, PID, network and IPC namespaces (`Isolation.NAMESPACES`); where the kernel does not
+allow them, runs are refused (`SandboxUnavailable`, exit code 3) unless the weaker level, plain
+processes with limits (`Isolation.PROCESS`), is chosen explicitly (EVALKIT_SANDBOX=process).
+The program never shares an interpreter
 with the test or the expected answers: the harness calls it over a pipe with plain data.
 docs/SECURITY.md states the threat model and what each level guarantees; `evalkit doctor`
 shows the level in force and why.
@@ -26,11 +28,12 @@ from evalkit.sandbox import _wire
 from evalkit.sandbox._detect import ENV_VAR, Detection, configured, detect, doctor, resolve_isolation
 from evalkit.sandbox._pool import Job, SandboxPool, default_pool
 from evalkit.sandbox._types import Isolation, Limits, SandboxResult, SandboxUnavailable
+from evalkit.sandbox._wire import decode as decode_value
 
 __all__ = [
     "Isolation", "Limits", "SandboxResult", "SandboxUnavailable", "SandboxPool", "default_pool",
     "run_sandboxed", "call_sandboxed", "test_sandboxed", "detect", "Detection", "resolve_isolation",
-    "configured", "doctor", "ENV_VAR",
+    "configured", "doctor", "ENV_VAR", "decode_value",
 ]
 
 

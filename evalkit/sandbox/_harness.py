@@ -14,13 +14,28 @@ import signal
 import time
 import traceback
 
-try:  # as part of the package; run as the supervisor's script, these are already defined
-    from evalkit.sandbox._wire import decode, encode
-    from evalkit.sandbox._syscalls import (PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, read_fd, write_all,
-        send_frame, recv_frame, describe_status, reset_signals, no_children, kill_descendants)
+# As part of the package, import; as the supervisor's script (__main__: the parts concatenated)
+# these are defined above. Never import evalkit there: the supervisor and every process forked
+# from it (the program's included) must not load the package (see _pool.SUPERVISOR_PARTS).
+if __name__ != "__main__":
+    # NoReturn is for the type checker only: the annotations naming it are quoted, never evaluated.
+    from typing import NoReturn
+
     from evalkit.sandbox._program import run_untrusted
-except ImportError:
-    pass
+    from evalkit.sandbox._syscalls import (
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_DUMPABLE,
+        describe_status,
+        kill_descendants,
+        no_children,
+        prctl,
+        read_fd,
+        recv_frame,
+        reset_signals,
+        send_frame,
+        write_all,
+    )
+    from evalkit.sandbox._wire import decode, encode
 
 
 class CandidateFault(BaseException):
@@ -59,7 +74,7 @@ class _Candidate:
             return "the program closed its channel to the harness"
         return f"the program {describe_status(status)} before answering"
 
-    def fault(self, message):
+    def fault(self, message) -> "NoReturn":
         self.faults.append(message)
         raise CandidateFault(message)
 
@@ -115,8 +130,10 @@ class _Candidate:
                 exc = None
         if exc is None:
             exc = CandidateError(f"{name}: {message}")
-        exc.evalkit_from_candidate = True
-        exc.evalkit_name = name
+        # Markers read back with getattr (run_tests, run_calls). `exc` is of the program's own class
+        # (a test's `except ValueError` must catch it), so no subclass can declare them: set them dynamically.
+        setattr(exc, "evalkit_from_candidate", True)  # noqa: B010
+        setattr(exc, "evalkit_name", name)  # noqa: B010
         return exc
 
 

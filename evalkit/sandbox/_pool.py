@@ -16,23 +16,21 @@ import json
 import os
 import secrets
 import socket
-import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from evalkit.sandbox._layout import layout
 from evalkit.sandbox._types import Isolation, Limits, SandboxResult
 
 GRACE_S = 5.0  # beyond the job's timeout: set-up and teardown; past it the supervisor is killed
 REPORT_LIMIT = 32 * 1024 * 1024
 MAX_JOBS_PER_SUPERVISOR = 2000
-NOBODY = 65534
 _HERE = Path(__file__).resolve().parent
 
 
@@ -57,87 +55,6 @@ def _interpreter_flags() -> list[str]:
 
 def _env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "HOME": "/", "PYTHONHASHSEED": "0"}
-
-
-def _world_accessible(path: str) -> bool:
-    """Whether an unrelated user can reach `path` (search on every directory above it)."""
-    current = "/"
-    for part in Path(path).parts[1:]:
-        current = os.path.join(current, part)
-        try:
-            mode = os.stat(current).st_mode
-        except OSError:
-            return False
-        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
-            return False
-    return True
-
-
-def _mapped(kind: str, host_id: int) -> bool:
-    """Whether `host_id` exists in our user namespace (inside a container it may not)."""
-    try:
-        with open(f"/proc/self/{kind}_map") as f:
-            for line in f:
-                inside, _outside, count = (int(x) for x in line.split())
-                if inside <= host_id < inside + count:
-                    return True
-    except (OSError, ValueError):
-        return True
-    return False
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What the supervisor needs to know about this machine (computed once)."""
-
-    binds: list[list[Any]]  # [path, symlink target or None]
-    hide: list[str]
-    ns_uid: int
-    ns_gid: int
-    drop_to: int | None  # process level as root: the uid the program runs as
-    notes: dict[str, str] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=4)
-def layout(extra_hide: tuple[str, ...] = ()) -> Layout:
-    binds: list[list[Any]] = []
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            binds.append([top, os.readlink(top)])
-    candidates = {"/usr", "/etc"}
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.isdir(top) and not os.path.islink(top):
-            candidates.add(top)
-    exe_home = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
-    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, exe_home):
-        candidates.add(os.path.abspath(p))
-    chosen: list[str] = []
-    for p in sorted(candidates, key=lambda s: (s.count("/"), s)):
-        if not os.path.isdir(p) or any(p == c or p.startswith(c.rstrip("/") + "/") for c in chosen):
-            continue
-        chosen.append(p)
-        binds.append([p, None])
-    # evalkit's own folder holds the bundled tasks' tests: never visible to the program.
-    hide = [str(_HERE.parent), *extra_hide]
-    hide = [h for h in hide if any(h.startswith(c.rstrip("/") + "/") for c in chosen)]
-    euid = os.geteuid()
-    nobody = euid == 0 and _mapped("uid", NOBODY) and _mapped("gid", NOBODY)
-    if nobody:  # root: the sandbox's uid 0 is nobody outside (and RLIMIT_NPROC applies to it)
-        ns_uid = ns_gid = NOBODY
-    else:
-        ns_uid, ns_gid = euid, os.getegid()
-    paths = [os.path.realpath(sys.executable), *(sysconfig.get_paths().get(k, "") for k in
-                                                  ("stdlib", "platstdlib", "purelib", "platlib"))]
-    drop_to = NOBODY if nobody and all(_world_accessible(p) for p in paths if p) else None
-    if drop_to is not None:
-        who = f"{NOBODY} (nobody)"
-    elif euid == 0:
-        who = "0 without capabilities (" + ("the interpreter is not readable by nobody" if nobody else
-                                           f"uid {NOBODY} is not mapped here") + ")"
-    else:
-        who = f"{euid} (yours)"
-    notes = {"process_uid": who}
-    return Layout(binds, hide, ns_uid, ns_gid, drop_to, notes)
 
 
 def _memfd(name: str, data: bytes = b"") -> int:
@@ -189,7 +106,7 @@ class _Supervisor:
         self.sock.settimeout(wait)
         try:
             data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        except TimeoutError:
             raise _Broken(f"the sandbox supervisor did not answer within {wait:g}s") from None
         except OSError as exc:
             raise _Broken(f"lost the sandbox supervisor: {exc}") from None
@@ -247,7 +164,7 @@ class SandboxPool:
         self._closed = False
         self._pid = os.getpid()
 
-    def __enter__(self) -> "SandboxPool":
+    def __enter__(self) -> SandboxPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -356,11 +273,16 @@ class SandboxPool:
         stdout, stderr = _pread_all(fds[3], cap), _pread_all(fds[4], cap)
         truncated = any(size > cap for size in sizes)
         wall = float(reply.get("wall", 0.0))
-        base = {"isolation": job.isolation, "wall_s": wall, "stdout": stdout, "stderr": stderr,
-                "truncated": truncated}
+
+        def result(status: str, *, exit_code: int | None = None, report: dict[str, Any] | None = None,
+                   error: str | None = None) -> SandboxResult:
+            return SandboxResult(status, job.isolation, wall_s=wall, exit_code=exit_code, stdout=stdout,
+                                 stderr=stderr, truncated=truncated, report=report, error=error)
+
         if "error" in reply:
-            return SandboxResult("error", error=f"sandbox supervisor: {reply['error']}", **base)
-        report, problems = None, []
+            return result("error", error=f"sandbox supervisor: {reply['error']}")
+        report: dict[str, Any] | None = None
+        problems: list[str] = []
         for line in _pread_all(fds[2], REPORT_LIMIT).splitlines():
             try:
                 item = json.loads(line)
@@ -377,11 +299,11 @@ class SandboxPool:
                 problems.append("a report without the run's nonce")
         if report is not None and not problems:
             exit_code = report.get("exit") if job.mode == "script" else None
-            return SandboxResult("ok", exit_code=exit_code, report=report, **base)
+            return result("ok", exit_code=exit_code, report=report)
         if reply.get("timed_out") and report is None:
-            return SandboxResult("timeout", error=f"timed out after {job.limits.timeout:g}s", **base)
+            return result("timeout", error=f"timed out after {job.limits.timeout:g}s")
         why = "; ".join(problems) or f"the harness ended without a report (status {reply.get('status')})"
-        return SandboxResult("error", error=why, **base)
+        return result("error", error=why)
 
 
 _default: SandboxPool | None = None

@@ -14,12 +14,26 @@ import signal
 import sys
 import traceback
 
-try:  # as part of the package; run as the supervisor's script, these are already defined
+# As part of the package, import; as the supervisor's script (__main__: the parts concatenated)
+# these are defined above. Never import evalkit there: the supervisor and every process forked
+# from it (the program's included) must not load the package (see _pool.SUPERVISOR_PARTS).
+if __name__ != "__main__":
+    # NoReturn is for the type checker only: the annotations naming it are quoted, never evaluated.
+    from typing import NoReturn
+
+    from evalkit.sandbox._syscalls import (
+        PR_SET_DUMPABLE,
+        PR_SET_NO_NEW_PRIVS,
+        PR_SET_PDEATHSIG,
+        drop_bounding_set,
+        drop_capabilities,
+        keep_only_fds,
+        prctl,
+        read_fd,
+        recv_frame,
+        send_frame,
+    )
     from evalkit.sandbox._wire import decode, encode
-    from evalkit.sandbox._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, prctl, drop_bounding_set,
-        drop_capabilities, read_fd, send_frame, recv_frame, keep_only_fds)
-except ImportError:
-    pass
 
 
 def run_untrusted(hdr, prog_fd, out_fd, err_fd, cin, cout, in_ns, workdir):
@@ -67,7 +81,7 @@ def run_untrusted(hdr, prog_fd, out_fd, err_fd, cin, cout, in_ns, workdir):
         _serve_calls(source, program_spec["entry_point"])
 
 
-def _flush_and_exit(code):
+def _flush_and_exit(code) -> "NoReturn":
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

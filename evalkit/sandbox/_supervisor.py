@@ -28,13 +28,24 @@ import socket
 import sys
 import time
 
-try:  # as part of the package; run as the supervisor's script, these are already defined
-    from evalkit.sandbox._syscalls import (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, prctl, setup_error,
-        keep_only_fds, no_children, kill_descendants, wait_child)
+# As part of the package, import; as the supervisor's script (__main__: the parts concatenated)
+# these are defined above. Never import evalkit there: the supervisor and every process forked
+# from it (the program's included) must not load the package (see _pool.SUPERVISOR_PARTS).
+if __name__ != "__main__":
     from evalkit.sandbox._harness import run_trusted
     from evalkit.sandbox._namespaces import run_c, write_id_maps
-except ImportError:
-    pass
+    from evalkit.sandbox._syscalls import (
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_DUMPABLE,
+        PR_SET_PDEATHSIG,
+        keep_only_fds,
+        kill_descendants,
+        no_children,
+        oserror_text,
+        prctl,
+        setup_error,
+        wait_child,
+    )
 
 
 class Supervisor:
@@ -125,7 +136,7 @@ class Supervisor:
                     os.write(go_w, b"g")
                 except OSError as exc:
                     self.kill_zygote((pid, ours, None))
-                    return None, f"cannot write the uid/gid maps: {exc}"
+                    return None, f"cannot write the uid/gid maps: {oserror_text(exc)}"
         finally:
             os.close(up_r)
             os.close(go_w)
@@ -188,6 +199,8 @@ class Supervisor:
         return out
 
     def zygote_alive(self):
+        if self.zygote is None:
+            return False
         try:
             done, _ = os.waitpid(self.zygote[0], os.WNOHANG)
         except ChildProcessError:
@@ -202,6 +215,7 @@ class Supervisor:
                 continue
             if not msg:
                 return
+            reply: dict[str, object]
             try:
                 hdr = json.loads(msg)
                 if hdr.get("op") == "ping":

@@ -25,35 +25,48 @@ PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEA
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new system calls are unified)
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 FRAME_LIMIT = 16 * 1024 * 1024  # the largest message the harness accepts from the program
-SIGNAL_NOTES = {signal.SIGXCPU: "CPU time limit", signal.SIGXFSZ: "output/file size limit",
+SIGNAL_NOTES: dict[int, str] = {signal.SIGXCPU: "CPU time limit", signal.SIGXFSZ: "output/file size limit",
                 signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault"}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.syscall.restype = ctypes.c_long
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.unshare.argtypes = [ctypes.c_int]
+libc.syscall.restype = ctypes.c_long
 try:
     _CAP_LAST = int(open("/proc/sys/kernel/cap_last_cap").read())
 except (OSError, ValueError):
     _CAP_LAST = 40
 
 
-def _ok(ret, what):
+def checked(ret, what):
+    """`ret` of a libc call, or OSError naming the call and its errno when it is -1."""
     if ret == -1:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise OSError(err, f"{what} failed with {errno.errorcode.get(err, err)} ({os.strerror(err)})")
     return ret
 
 
+def oserror_text(exc):
+    """An OSError as `ENAME (message): path`, so a setup error names the errno, not just its text."""
+    name = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
+    text = exc.strerror or str(exc)
+    if name and name not in text:
+        text = f"{name} ({text})"
+    for path in (exc.filename, exc.filename2):
+        if path is not None:
+            text += f": {os.fsdecode(path) if isinstance(path, bytes) else path}"
+    return text
+
+
 def prctl(option, arg=0):
-    return _ok(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+    return checked(libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
 def mount(source, target, fstype, flags, data=None):
     enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-    _ok(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    checked(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
 class _MountAttr(ctypes.Structure):
@@ -64,12 +77,12 @@ class _MountAttr(ctypes.Structure):
 def make_readonly(path):
     """Read-only, nosuid, nodev, recursively: mount_setattr (Linux >= 5.12), else a remount per mount."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
-    ret = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, os.fsencode(path), AT_RECURSIVE,
+    ret = libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, os.fsencode(path), AT_RECURSIVE,
                         ctypes.byref(attr), ctypes.sizeof(attr))
     if ret == 0:
         return
     if ctypes.get_errno() not in (errno.ENOSYS, errno.EINVAL):
-        _ok(-1, f"mount_setattr {path}")
+        checked(-1, f"mount_setattr {path}")
     targets = [path]
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -90,9 +103,9 @@ def make_readonly(path):
 def drop_bounding_set():
     """Empty the bounding set: no execve can bring a capability back."""
     for cap in range(_CAP_LAST + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 and ctypes.get_errno() not in (errno.EINVAL,):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 and ctypes.get_errno() not in (errno.EINVAL,):
             raise OSError(ctypes.get_errno(), "cannot drop the capability bounding set")
-    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
 def drop_capabilities():
@@ -100,7 +113,7 @@ def drop_capabilities():
     drop_bounding_set()
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     data = (ctypes.c_uint32 * 6)()
-    _ok(_libc.capset(header, data), "capset")
+    checked(libc.capset(header, data), "capset")
 
 
 # -- small I/O helpers -------------------------------------------------------------------
@@ -181,7 +194,7 @@ def reset_signals():
 
 
 def descendants(root):
-    children = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evalkit.errors import ConfigError, ExitCode
+from evalkit.errors import InfrastructureError
 
 
 class Isolation(str, enum.Enum):
@@ -24,15 +24,12 @@ class Isolation(str, enum.Enum):
     PROCESS = "process"
 
 
-class SandboxUnavailable(ConfigError):
+class SandboxUnavailable(InfrastructureError):
     """The isolation a run requires is not available here: fail closed (exit code 3).
 
-    A ConfigError subclass so that task discovery lets it through instead of wrapping it
-    (a task whose checker needs an unavailable sandbox cannot be built), yet with the exit
-    code of an infrastructure error, as DESIGN.md lists "sandbox unavailable" under 3.
+    An InfrastructureError: scoring lets it through (the run stops) instead of turning it into
+    an ERROR verdict for the answer being checked.
     """
-
-    exit_code = ExitCode.INTERNAL
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class Limits:
         open_files: RLIMIT_NOFILE.
         processes: RLIMIT_NPROC (namespaces level: per run; needs a non-root uid, which
             evalkit arranges).
-        tmp_mb: size of the private /tmp (namespaces level).
+        tmp_mb: size of the private working folder and /tmp, together (namespaces level).
     """
 
     timeout: float = 10.0
