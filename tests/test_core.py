@@ -163,3 +163,75 @@ def test_public_example_constructor():
     ex = t.example({"a": 12, "b": 30}, level=2)
     assert ex.prompt == "12+30=" and ex.reference == "42" and ex.split in ("train", "eval")
     assert ex.split == split_of(t.name, ex.fields, t.spec.eval_fraction)
+
+
+# -- the public API -------------------------------------------------------------------------------
+
+
+def test_every_public_name_resolves_and_is_documented():
+    import evalkit
+
+    for name in evalkit.__all__:
+        value = getattr(evalkit, name)
+        assert value is not None, name
+        if callable(value) and not isinstance(value, type) and name != "checkers":
+            assert value.__doc__, f"evalkit.{name} has no docstring"
+    assert set(evalkit.__all__) <= set(dir(evalkit))
+    with pytest.raises(AttributeError, match="no attribute 'evalute'"):
+        evalkit.evalute  # noqa: B018
+
+
+def test_import_evalkit_stays_light_and_ships_its_types():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import evalkit
+
+    code = ("import sys, evalkit; print(sorted(m for m in ('torch', 'hypothesis', 'evalkit.run.runner', "
+            "'evalkit.gate', 'evalkit.discovery.registry') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert (Path(evalkit.__file__).parent / "py.typed").is_file()
+
+
+def test_task_decorator_returns_the_class_itself():
+    assert isinstance(TinyAdd, type) and TinyAdd.__name__ == "TinyAdd"
+    assert TinyAdd().prompt({"a": 1, "b": 2}) == "1+2="  # instantiate and call as usual
+
+    class Sub(TinyAdd):
+        pass
+
+    assert Sub().reference({"a": 1, "b": 2}) == "3"
+
+
+def test_as_task_accepts_everything_task_denotes():
+    from evalkit import as_task
+
+    built = as_task(TinyAdd)
+    assert isinstance(built, Task) and built.name == "tiny_add" and built.source == __file__
+    assert as_task(built) is built
+    instance = TinyAdd()
+    assert as_task(instance).impl is instance  # an instance is used as it is, not called
+
+    @task(name="from_factory")
+    def factory():
+        return TinyAdd()
+
+    assert as_task(factory).name == "from_factory" and isinstance(as_task(factory).impl, TinyAdd)
+
+
+def test_as_task_rejects_what_is_not_a_task_and_says_why():
+    from evalkit import as_task
+
+    class Undecorated:
+        def prompt(self, ex):
+            return ""
+
+        def check(self, ex, answer):
+            return True
+
+    with pytest.raises(TypeError, match=r"'.*Undecorated' is not a task: decorate it with @evalkit.task"):
+        as_task(Undecorated)
+    with pytest.raises(TypeError, match="expected a Task or a @task-decorated class, got int 3"):
+        as_task(3)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, TASKS
 
-from evalkit import ConfigError, PluginImportError, UnknownTaskError
+from evalkit import ConfigError, PluginImportError, Task, UnknownTaskError, as_task, load_tasks, task, verdict
 from evalkit.config import load_config
 from evalkit.discovery.registry import Registry, bundled_tasks_dir, discover, load_path
-
-from conftest import FIXTURES, TASKS
 
 ALL_SEVEN = {"addition", "sorting", "reverse", "countdown", "json_extract", "python_functions", "multiple_choice"}
 
@@ -119,3 +116,97 @@ def test_pyproject_config(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[tool.evalkit]\ntasks = 3\n')
     with pytest.raises(ConfigError, match="tool.evalkit.tasks"):
         load_config(sub)
+
+
+# -- load_tasks: the public way to ask for tasks --------------------------------------------------
+
+
+@task(name="shout", tags=("strings",), max_new_tokens=12)
+class Shout:
+    def generate(self, rng):
+        return {"w": rng.choice(["hi", "yo", "ok", "no"]) + str(rng.randrange(1000))}
+
+    def prompt(self, ex):
+        return f"upper {ex['w']}:"
+
+    def reference(self, ex):
+        return ex["w"].upper()
+
+    def check(self, ex, answer):
+        return verdict(answer == ex["w"].upper())
+
+
+def test_load_tasks_by_name_glob_tag_path_and_object():
+    names = lambda tasks: [t.name for t in tasks]  # noqa: E731
+    assert names(load_tasks(["addition", "*_extract", "tag:lists"], tasks_dir=[TASKS])) == [
+        "addition", "json_extract", "sorting"]
+    assert names(load_tasks("reverse", tasks_dir=TASKS)) == ["reverse"]  # one reference, not a list
+    assert names(load_tasks(str(TASKS / "sorting.py"))) == ["sorting"]
+    assert names(load_tasks(TASKS / "json_extract.yaml")) == ["json_extract"]
+    assert set(names(load_tasks(TASKS))) == ALL_SEVEN  # a Path to a folder
+    assert names(load_tasks([Shout, "addition", Shout, "addition"], tasks_dir=[TASKS])) == ["shout", "addition"]
+    assert names(load_tasks(tags=["declarative"], tasks_dir=[TASKS])) == ["json_extract", "multiple_choice"]
+    assert set(names(load_tasks(tasks_dir=[TASKS], entry_points=False))) == ALL_SEVEN
+    assert load_tasks([]) == []
+
+
+def test_load_tasks_resolves_names_like_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no pyproject, no tasks/: the bundled examples, as `evalkit run`
+    assert [t.name for t in load_tasks("addition")] == ["addition"]
+    (tmp_path / "tasks").mkdir()
+    shutil.copy(TASKS / "reverse.py", tmp_path / "tasks" / "reverse.py")
+    assert [t.name for t in load_tasks(None)] == ["reverse"]  # the project's own tasks/ now
+    with pytest.raises(UnknownTaskError, match="unknown task 'addition'"):
+        load_tasks(["addition"])
+    registry = discover([TASKS], entry_points=False)
+    assert load_tasks(["addition"], registry=registry) == [registry.get("addition")]
+    calls = []
+    lazily = lambda: calls.append(1) or registry  # noqa: E731
+    assert load_tasks([Shout], registry=lazily)[0].name == "shout" and calls == []  # not needed, not called
+    assert load_tasks("sorting", registry=lazily) == [registry.get("sorting")] and calls == [1]
+
+
+def test_explicit_tasks_need_no_discovery(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.evalkit]\ntasks = ["missing"]\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_tasks("addition")
+    [t] = load_tasks([Shout])  # objects and paths never read the (broken) project
+    assert isinstance(t, Task) and t.name == "shout"
+    assert [x.name for x in load_tasks(TASKS / "reverse.py")] == ["reverse"]
+
+
+def test_load_tasks_errors_say_what_was_expected(tmp_path):
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'additon'; did you mean 'addition'\?"):
+        load_tasks(["additon"], tasks_dir=[TASKS])
+    with pytest.raises(UnknownTaskError, match=r"no task has tag 'list'; did you mean 'lists'\?"):
+        load_tasks(tags="list", tasks_dir=[TASKS])
+    with pytest.raises(TypeError, match=r"tasks\[1\]: expected a task name, glob .* got int 3"):
+        load_tasks(["addition", 3], tasks_dir=[TASKS])
+    with pytest.raises(TypeError, match="tasks: expected .* or a list of them; got int 7"):
+        load_tasks(7)
+    with pytest.raises(ConfigError, match="no such task file"):
+        load_tasks("tasks/nope.py")
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="defines no task"):
+        load_tasks(empty)
+    (tmp_path / "shout.py").write_text(textwrap.dedent('''
+        from evalkit import task
+        @task(name="addition")
+        class Other:
+            def rows(self): return [{"q": 1}]
+            def prompt(self, ex): return "q"
+            def check(self, ex, answer): return True
+    '''))
+    with pytest.raises(ConfigError, match="two different tasks are named 'addition'"):
+        load_tasks(["addition", tmp_path / "shout.py"], tasks_dir=[TASKS])
+
+
+def test_registry_takes_decorated_classes_and_refuses_non_strings_in_select():
+    reg = Registry([Shout])
+    reg.add(as_task(Shout))  # the same task (same file) again is no conflict
+    assert reg.names() == ["shout"] and isinstance(reg.get("shout"), Task)
+    assert [t.name for t in reg.select("shout")] == ["shout"]
+    with pytest.raises(TypeError, match="takes task names, globs or 'tag:NAME' strings.*load_tasks"):
+        reg.select([Shout])

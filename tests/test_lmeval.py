@@ -24,6 +24,7 @@ ensure_offline()  # before lm-eval, datasets or huggingface_hub are imported bel
 import lm_eval  # noqa: E402
 
 from evalkit import score  # noqa: E402
+from evalkit.core.task import GenerationConfig  # noqa: E402
 from evalkit.discovery.registry import load_path  # noqa: E402
 from evalkit.errors import ConfigError  # noqa: E402
 from evalkit.lmeval.export import METRIC, export_tasks  # noqa: E402
@@ -31,7 +32,6 @@ from evalkit.lmeval.importer import load_lmeval_task  # noqa: E402
 from evalkit.models.lmeval import LMEvalBackend  # noqa: E402
 from evalkit.models.spec import load_backend  # noqa: E402
 from evalkit.run.runner import evaluate  # noqa: E402
-from evalkit.core.task import GenerationConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N = 6  # examples per exported task
@@ -356,7 +356,8 @@ def test_import_errors_are_config_errors(lm_folder, tmp_path):
     mc = tmp_path / "mc"
     mc.mkdir()
     (mc / "d.jsonl").write_text('{"q": "a?", "label": 0}\n')
-    (mc / "mc.yaml").write_text(f"task: mc\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: {mc / 'd.jsonl'}}}}}\n"
+    (mc / "mc.yaml").write_text("task: mc\ndataset_path: json\n"
+                                f"dataset_kwargs: {{data_files: {{test: {mc / 'd.jsonl'}}}}}\n"
                                 "test_split: test\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_target: label\n"
                                 "doc_to_choice: ['x', 'y']\n")
     with pytest.raises(ConfigError, match="only generate_until"):

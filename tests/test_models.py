@@ -13,11 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from evalkit.core.extract import cut_at_stop  # noqa: E402
+from evalkit.core.task import GenerationConfig  # noqa: E402
 from evalkit.models import GenerationStats, ModelBackend, PythonCallableBackend  # noqa: E402
 from evalkit.models.hf import HFBackend  # noqa: E402
-from evalkit.models.tiny import (  # noqa: E402
-    DEFAULT_ALPHABET, build_char_tokenizer, load_model, save_model, tiny_gpt2, tiny_llama)
-from evalkit.core.task import GenerationConfig  # noqa: E402
+from evalkit.models.tiny import DEFAULT_ALPHABET, build_char_tokenizer, load_model, save_model, tiny_gpt2, tiny_llama  # noqa: E402
 
 PROMPTS = ["1+1=", "12+345=", "Hello, world", "x", "987654+123456=", "a\nb\nc:", "(q) ",
            "The quick brown fox jumps", "7*8=", "zz top", "0=", "~!@#$%^&*"]
@@ -237,8 +236,18 @@ def test_identity_follows_the_weights(tok):
 
 
 def test_backends_satisfy_the_protocol(llama, tok):
-    assert isinstance(HFBackend(llama, tok), ModelBackend)
-    assert isinstance(PythonCallableBackend(str.upper), ModelBackend)
+    from evalkit.models import ExampleGenerator, HasDevice, TokenCounter
+    from evalkit.models.base import missing_members
+    from evalkit.models.oracle import OracleBackend
+
+    hf, py, oracle = HFBackend(llama, tok), PythonCallableBackend(str.upper), OracleBackend()
+    for backend in (hf, py, oracle):
+        assert isinstance(backend, ModelBackend) and missing_members(backend) == []
+    # The optional capabilities, each its own protocol.
+    assert isinstance(oracle, ExampleGenerator) and not isinstance(hf, ExampleGenerator)
+    assert isinstance(hf, HasDevice) and str(hf.device) == "cpu" and not isinstance(py, HasDevice)
+    assert not any(isinstance(b, TokenCounter) for b in (hf, py, oracle))
+    assert missing_members(object()) == ["identity", "last_stats", "generate"]
 
 
 def answer(prompt: str) -> str:

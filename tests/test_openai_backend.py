@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
+from evalkit.core.task import GenerationConfig
 from evalkit.errors import EvalkitError, ExitCode
 from evalkit.models import ModelBackend
 from evalkit.models.openai import MAX_STOP, BackendError, OpenAIBackend
-from evalkit.core.task import GenerationConfig
 
 CFG = GenerationConfig(max_new_tokens=8, stop=("\n",))
 
@@ -242,7 +242,7 @@ def test_model_discovered_from_v1_models(serve):
 def test_no_models_listed_is_a_clear_error(serve):
     server = serve(lambda seen, i: Reply(body={"object": "list", "data": []}))
     with pytest.raises(BackendError, match="lists no models"):
-        OpenAIBackend(server.url).identity
+        _ = OpenAIBackend(server.url).identity
 
 
 # -- retries, errors, timeouts --------------------------------------------------------

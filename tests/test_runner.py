@@ -11,16 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TASKS
 
-from evalkit.run import stats
+from evalkit import NothingToRun, as_task, task, verdict
 from evalkit.discovery.registry import discover, load_path
-from evalkit.run.journal import Journal, JournalLocked
+from evalkit.models.base import GenerationStats
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
+from evalkit.run import stats
+from evalkit.run.journal import Journal, JournalLocked
 from evalkit.run.record import load_record
-from evalkit.run.runner import evaluate, rescore
-
-from conftest import REPO, TASKS
+from evalkit.run.runner import environment, evaluate, rescore, size_max_new_tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.slow_model import adder  # noqa: E402
@@ -175,7 +176,8 @@ def test_sigkill_mid_run_then_same_command_finishes_identically(tmp_path, run_cl
     partial = _journal_lines(journal)
     assert 64 <= partial < 320
     assert not (journal.parent / "record.json").exists()
-    out = subprocess.run(args + ["--reports-dir", str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    out = subprocess.run(args + ["--reports-dir", str(tmp_path / "b")], env=env, capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0, out.stderr
     a = load_record(next((tmp_path / "a").iterdir()))
     b = load_record(journal.parent)
@@ -222,3 +224,65 @@ def test_compare_records_paired(tmp_path, run_cli):
     assert compare_records(b, b)["addition"].verdict == "no significant difference"
     out = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert out.returncode == 0 and "better" in out.stdout
+
+
+# -- what evaluate() accepts ----------------------------------------------------------------------
+
+
+@task(name="double", levels=[2], max_new_tokens=6)
+class Double:
+    def generate(self, rng, level):
+        return {"x": rng.randrange(10**level)}
+
+    def prompt(self, ex):
+        return f"2*{ex['x']}="
+
+    def reference(self, ex):
+        return str(2 * ex["x"])
+
+    def check(self, ex, answer):
+        return verdict(answer == self.reference(ex))
+
+
+def test_evaluate_takes_task_classes_names_and_paths():
+    record = evaluate(tasks=[Double], model_spec="oracle", n=10)
+    assert record.rate("double") == 1.0 and record.task("double")["source"] == __file__
+    assert evaluate(tasks=Double, model_spec="oracle", n=5).rate("double") == 1.0  # one task, no list
+    record = evaluate(tasks=[Double, "reverse", TASKS / "sorting.py"], model_spec="oracle", n=5, tasks_dir=[TASKS])
+    assert [t["name"] for t in record.tasks] == ["double", "reverse", "sorting"]
+
+
+def test_evaluate_refuses_what_is_not_a_task():
+    with pytest.raises(TypeError, match=r"tasks\[1\]: expected a task name, glob .* got int 3"):
+        evaluate(tasks=[Double, 3], model_spec="oracle", n=5)
+    with pytest.raises(NothingToRun):
+        evaluate(tasks=[], model_spec="oracle", n=5)
+
+
+class _NoStats:
+    identity = "no-stats"
+
+    def generate(self, prompts, config, *, seed=0, num_samples=1):
+        return [[""] * num_samples for _ in prompts]
+
+
+def test_evaluate_checks_the_backend_contract():
+    with pytest.raises(TypeError, match="_NoStats lacks last_stats"):
+        evaluate(tasks=[Double], backend=_NoStats(), n=5)
+
+
+class _Counting(_NoStats):
+    last_stats = GenerationStats()
+    device = "meta"
+
+    def count_tokens(self, text):
+        return 1  # every reference is one token
+
+
+def test_optional_backend_capabilities_are_used():
+    t = as_task(Double)
+    examples = t.examples(n=5)
+    assert size_max_new_tokens(t, examples, _Counting()) == 1 + 4 + 1  # counted in the backend's tokens
+    longest = max(len(e.reference or "") for e in examples)
+    assert size_max_new_tokens(t, examples, OracleBackend()) == longest + max(4, longest // 4) + 1
+    assert environment(_Counting())["device"] == "meta" and environment(OracleBackend())["device"] is None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from evalkit import Task, task, verdict
-from evalkit.discovery.registry import load_path
-from evalkit.core.selftest import assert_selftest, corruption, selftest_task
+from conftest import FIXTURES, TASKS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, TASKS
+from evalkit import Task, task, verdict
+from evalkit.core.selftest import assert_selftest, corruption, selftest_task
+from evalkit.discovery.registry import load_path
 
 
 def test_sound_task_passes_every_property():
@@ -83,3 +82,24 @@ def test_equivalent_answers_are_not_counted_as_failures():
 def test_corruptions_differ_from_the_reference(ref, data):
     kind, text = data.draw(corruption(ref, ["digit_edit", "char_edit", "truncate", "append"]))
     assert text != ref
+
+
+def test_selftest_takes_the_decorated_class():
+    @task(name="echo_word", levels=[1], max_new_tokens=8)
+    class EchoWord:
+        def generate(self, rng, level):
+            return {"w": "".join(rng.choice("abcdef") for _ in range(5))}
+
+        def prompt(self, ex):
+            return f"say {ex['w']}:"
+
+        def reference(self, ex):
+            return ex["w"]
+
+        def check(self, ex, answer):
+            return verdict(answer == ex["w"])
+
+    assert assert_selftest(EchoWord, max_examples=20).passed
+    assert selftest_task(EchoWord, max_examples=20).task == "echo_word"
+    with pytest.raises(TypeError, match="expected a Task"):
+        selftest_task("echo_word")

@@ -1,4 +1,4 @@
-"""Tests for evalkit.stats: Wilson intervals, pass@k, McNemar and the paired bootstrap."""
+"""Tests for evalkit.run.stats: Wilson intervals, pass@k, McNemar and the paired bootstrap."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evalkit.core.verdict import Status
 from evalkit.run.stats import (
     PairedComparison,
     RateSummary,
@@ -22,7 +23,6 @@ from evalkit.run.stats import (
     summarize,
     wilson_interval,
 )
-from evalkit.core.verdict import Status
 
 # --- Wilson ------------------------------------------------------------------------------------------
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, TASKS
 
 from evalkit import ConfigError, Status, score
 from evalkit.discovery.yamltask import load_yaml_task
-
-from conftest import FIXTURES, TASKS
 
 
 def write(tmp_path: Path, text: str, rows=({"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}), name="t.yaml") -> Path:

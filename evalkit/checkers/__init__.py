@@ -56,7 +56,7 @@ def make(spec: str | Mapping[str, Any] | Check) -> Check:
         TypeError / ValueError: bad parameters.
     """
     if callable(spec) and not isinstance(spec, (str, Mapping)):
-        return spec  # type: ignore[return-value]
+        return spec
     if isinstance(spec, str):
         spec = {"name": spec}
     params = dict(spec)

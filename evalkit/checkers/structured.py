@@ -14,10 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 from evalkit.checkers import Check, expected, register
+from evalkit.checkers.basic import short_repr
 from evalkit.core.example import Example
 from evalkit.core.extract import find_json
 from evalkit.core.verdict import Verdict, verdict
-from evalkit.checkers.basic import short_repr
 
 _MAX_MESSAGE = 120
 
@@ -43,7 +43,8 @@ def _validator(schema: Any, where: str) -> Any:
 
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        # types-jsonschema declares dict; jsonschema's own protocol takes `Mapping | bool` (a bool is a schema too).
+        cls.check_schema(schema)  # type: ignore[arg-type]
     except jsonschema.SchemaError as exc:
         path = exc.json_path if hasattr(exc, "json_path") else "$"
         raise ValueError(f"{where}: invalid JSON Schema at {path}: {_shorten(exc.message)}") from None

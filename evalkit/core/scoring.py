@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from evalkit.core.verdict import Status, Verdict
+from evalkit.errors import InfrastructureError
 
 if TYPE_CHECKING:
     from evalkit.core.example import Example
@@ -40,7 +41,7 @@ def call_with_deadline(fn: Callable[[], T], timeout: float | None) -> T:
     if not timeout or timeout <= 0:
         return fn()
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        def on_alarm(signum, frame):  # noqa: ARG001
+        def on_alarm(signum, frame):
             raise _Deadline()
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -75,7 +76,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def score(task: "Task", ex: "Example", output: str, timeout: float | None = DEFAULT_CHECK_TIMEOUT) -> Scored:
+def score(task: Task, ex: Example, output: str, timeout: float | None = DEFAULT_CHECK_TIMEOUT) -> Scored:
     """Extract the answer from `output` and check it; never raises for a bad output or checker."""
     try:
         answer = call_with_deadline(lambda: task.extract(output), timeout)
@@ -89,6 +90,8 @@ def score(task: "Task", ex: "Example", output: str, timeout: float | None = DEFA
         result = call_with_deadline(lambda: task.check(ex, answer), timeout)
     except TimeoutError as exc:
         return Scored(answer, Verdict(Status.TIMEOUT, 0.0, str(exc)))
+    except InfrastructureError:
+        raise  # e.g. no sandbox for a code check: the run stops (exit 3), the answer is not to blame
     except Exception as exc:  # noqa: BLE001 - a crashing checker is an ERROR verdict
         return Scored(answer, Verdict(Status.ERROR, 0.0, f"checker raised {_describe(exc)}"))
     return Scored(answer, result)

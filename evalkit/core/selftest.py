@@ -10,6 +10,7 @@ For each task and level, on generated (or loaded) eval and train examples:
 - robustness: arbitrary unicode and very long outputs never make the checker raise or hang.
 
 Usable from pytest: `assert_selftest(task)` raises AssertionError with the minimal counterexample.
+Every function here takes a loaded `Task` or what `@task` decorated.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -25,8 +27,9 @@ from hypothesis.reporting import with_reporter
 
 from evalkit.core.example import Example
 from evalkit.core.scoring import score
-from evalkit.core.task import Task
+from evalkit.core.task import TaskLike, as_task
 from evalkit.core.verdict import Status
+from evalkit.errors import InfrastructureError
 
 CORRUPTIONS = ("digit_edit", "char_edit", "truncate", "append")
 # Junk appended to an answer: visible characters, no whitespace (whitespace is a stop string
@@ -122,9 +125,19 @@ def _run_property(name: str, strategy: st.SearchStrategy, body: Callable, max_ex
     return PropertyResult(name, True, tried)
 
 
-def selftest_level(task: Task, level: int | None, *, n_examples: int = 20, max_examples: int = 100,
+def selftest_level(task: TaskLike, level: int | None, *, n_examples: int = 20, max_examples: int = 100,
                    seed: int = 0, timeout: float = 10.0) -> LevelResult:
-    """Run every property for one task at one level."""
+    """Run every property for one task at one level.
+
+    Args:
+        task: the task (a Task, or a @task-decorated class).
+        level: the level (None: the task's default).
+        n_examples: examples drawn per split (eval and train).
+        max_examples: hypothesis examples per property.
+        seed: the examples' seed.
+        timeout: seconds one check may take before it counts as TIMEOUT.
+    """
+    task = as_task(task)
     examples: list[Example] = []
     for split in ("eval", "train"):
         examples += task.examples(split, n=n_examples, seed=seed, level=level)
@@ -140,9 +153,9 @@ def selftest_level(task: Task, level: int | None, *, n_examples: int = 20, max_e
     if with_ref:
         failure = None
         for ex in with_ref:
-            v = verdict_of(ex, ex.reference)
+            v = verdict_of(ex, ex.reference or "")
             if v.status is not Status.PASS:
-                failure = (f"example {ex.id}: prompt {_show(ex.prompt)}; reference {_show(ex.reference)} "
+                failure = (f"example {ex.id}: prompt {_show(ex.prompt)}; reference {_show(ex.reference or '')} "
                            f"got {v.status.value}: {v.reason}")
                 break
         results.append(PropertyResult("soundness", failure is None, len(with_ref), failure))
@@ -176,7 +189,7 @@ def selftest_level(task: Task, level: int | None, *, n_examples: int = 20, max_e
     kinds = [k for k in CORRUPTIONS if k not in task.spec.selftest.skip]
     if with_ref and kinds:
         corrupted = st.sampled_from(with_ref).flatmap(
-            lambda ex: corruption(ex.reference, kinds).map(lambda c: (ex, c)))
+            lambda ex: corruption(ex.reference or "", kinds).map(lambda c: (ex, c)))
         results.append(_run_property(
             "rejects corruptions", corrupted,
             lambda v: must_fail(v[0], v[1][1], f"corruption ({v[1][0]})"), max_examples))
@@ -212,8 +225,9 @@ def selftest_level(task: Task, level: int | None, *, n_examples: int = 20, max_e
     return LevelResult(task.name, level, tuple(results))
 
 
-def selftest_task(task: Task, *, levels: Sequence[int] | None = None, **kwargs) -> SelftestReport:
-    """Self-test a task at each of its levels (or the given ones)."""
+def selftest_task(task: TaskLike, *, levels: Sequence[int] | None = None, **kwargs: Any) -> SelftestReport:
+    """Self-test a task at each of its levels (or the given ones); keywords go to `selftest_level`."""
+    task = as_task(task)
     report = SelftestReport(task.name)
     chosen: Sequence[int | None] = list(levels) if levels else (list(task.levels) or [None])
     if not task.is_generator and not task.levels:
@@ -221,14 +235,20 @@ def selftest_task(task: Task, *, levels: Sequence[int] | None = None, **kwargs) 
     for level in chosen:
         try:
             report.levels.append(selftest_level(task, level, **kwargs))
+        except InfrastructureError:
+            raise  # e.g. no sandbox for a code check: not the task's fault, the run stops (exit 3)
         except Exception as exc:  # noqa: BLE001 - a task that cannot even produce examples fails here
             report.error = f"level {level}: {type(exc).__name__}: {exc}"
             break
     return report
 
 
-def assert_selftest(task: Task, **kwargs) -> SelftestReport:
-    """Run the self-test; raise AssertionError naming each failed property and its counterexample."""
+def assert_selftest(task: TaskLike, **kwargs: Any) -> SelftestReport:
+    """Run the self-test; raise AssertionError naming each failed property and its counterexample.
+
+    Keywords: `levels` and those of `selftest_level` (`n_examples`, `max_examples`, `seed`, `timeout`).
+    """
+    task = as_task(task)
     report = selftest_task(task, **kwargs)
     if not report.passed:
         lines = [f"self-test of {task.name!r} failed:"]

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import inspect
 import random
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
-from evalkit.core.example import Example, example_id, split_of, SPLITS
+from evalkit.core.example import SPLITS, Example, example_id, split_of
 from evalkit.core.extract import Extractor, cut_at_stop
 from evalkit.core.verdict import Verdict, as_verdict
 
 TASK_MARKER = "__evalkit_task__"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,13 @@ def task(
     eval_fraction: float | None = None,
     equivalent: Sequence[str] = ("strip",),
     selftest_skip: Sequence[str] = (),
-) -> Callable[[Any], Any]:
+) -> Callable[[_T], _T]:
     """Register a class (or a zero-argument factory returning an instance) as a task.
+
+    The decorator returns the class (or factory) itself, marked: subclass it, instantiate it,
+    call its methods as usual. Everything that takes a task (`evalkit.evaluate`,
+    `evalkit.load_tasks`, the self-test, `Registry`) accepts the decorated object as it is;
+    `evalkit.as_task(obj)` turns it into the loaded `Task` explicitly.
 
     The class provides `prompt(ex)` and `check(ex, answer)`, and either `generate(rng, level)`
     (seeded generator) or `rows()` (a data source: an iterable of dicts). Optional:
@@ -114,9 +121,9 @@ def task(
         selftest_skip: corruption kinds the checker deliberately accepts.
     """
 
-    def decorate(obj: Any) -> Any:
+    def decorate(obj: _T) -> _T:
         spec = TaskSpec(
-            name=name or _snake(obj.__name__),
+            name=name or _snake(getattr(obj, "__name__", type(obj).__name__)),
             version=version,
             target=target,
             levels=tuple(levels) if levels is not None else (),
@@ -166,9 +173,15 @@ class Task:
         self._rows: list[Example] | None = None
 
     @classmethod
-    def from_decorated(cls, obj: Any, source: str | None = None) -> "Task":
+    def from_decorated(cls, obj: Any, source: str | None = None) -> Task:
+        """The Task for a `@task`-decorated class or factory, or an instance of a decorated class.
+
+        A class or factory is called with no arguments to make the implementation; an instance
+        is used as it is.
+        """
         spec: TaskSpec = getattr(obj, TASK_MARKER)
-        impl = obj() if callable(obj) else obj
+        instance = not isinstance(obj, type) and hasattr(type(obj), TASK_MARKER)
+        impl = obj() if callable(obj) and not instance else obj
         if isinstance(impl, Task):
             return impl
         return cls(spec, impl, source)
@@ -269,8 +282,8 @@ class Task:
         if self._rows is None:
             rows: list[Example] = []
             seen: set[str] = set()
-            for row in self.impl.rows():
-                row = dict(row)
+            for given in self.impl.rows():
+                row = dict(given)
                 level = row.pop("level", None) if "level" in row and self.levels else None
                 split = split_of(self.name, row, self.spec.eval_fraction)
                 ex = self._make(row, split, level)
@@ -300,6 +313,62 @@ class Task:
             return bool(self.impl.equivalent(ex, reference, candidate))
         return normalize(reference, self.spec.selftest.normalize) == normalize(
             candidate, self.spec.selftest.normalize)
+
+
+TaskLike: TypeAlias = Task | type | Callable[[], Any]
+"""What denotes one task: a loaded `Task`, or what `@task` decorated (a class or a zero-argument
+factory). An instance of a decorated class is accepted too."""
+
+
+def is_task_like(obj: Any) -> bool:
+    """Whether `obj` is a Task, or carries the `@task` mark (a decorated class, factory or instance)."""
+    return isinstance(obj, Task) or hasattr(obj, TASK_MARKER)
+
+
+def as_task(obj: Any, source: str | None = None) -> Task:
+    """The loaded Task that `obj` denotes: a Task is returned as it is; a `@task`-decorated class or
+    factory (or an instance of a decorated class) is built with `Task.from_decorated`.
+
+    Args:
+        obj: the task.
+        source: where it was defined, for messages and records (default: its module's file).
+
+    Raises:
+        TypeError: `obj` is not a task (an undecorated class names the missing decorator).
+    """
+    if isinstance(obj, Task):
+        return obj
+    if hasattr(obj, TASK_MARKER):
+        if source is None:
+            module = sys.modules.get(getattr(obj, "__module__", None) or "")
+            source = getattr(module, "__file__", None)
+        return Task.from_decorated(obj, source=source)
+    if isinstance(obj, type) and hasattr(obj, "prompt") and hasattr(obj, "check"):
+        raise TypeError(f"class {obj.__qualname__!r} is not a task: decorate it with @evalkit.task(...)")
+    raise TypeError(f"expected a Task or a @task-decorated class, got {describe(obj)}")
+
+
+def describe(obj: Any) -> str:
+    """`type value` for an error message, e.g. `int 3` or `list [1, 2]` (shortened)."""
+    shown = repr(obj)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type(obj).__name__} {shown}"
+
+
+def default_max_new_tokens(references: Iterable[str | None],
+                           count_tokens: Callable[[str], int] | None = None) -> int:
+    """Room for the longest reference answer plus a margin (a cap too small silently caps the rate).
+
+    Lengths are counted with `count_tokens` when given, else in characters (an upper bound for
+    most tokenizers). 256 when there is no reference.
+    """
+    refs = [r for r in references if r]
+    if not refs:
+        return 256
+    longest = max((count_tokens(r) if count_tokens else len(r)) for r in refs)
+    # +1 for the stop/EOS token, and a margin so a model may add a little (a space, a sign).
+    return longest + max(4, longest // 4) + 1
 
 
 def normalize(text: str, how: Iterable[str]) -> str:

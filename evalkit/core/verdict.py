@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 
@@ -33,7 +34,7 @@ class Verdict:
         if not isinstance(self.status, Status):
             object.__setattr__(self, "status", Status(self.status))
         score = float(self.score)
-        if not 0.0 <= score <= 1.0 or score != score:
+        if not 0.0 <= score <= 1.0 or math.isnan(score):
             raise ValueError(f"verdict score must be in [0, 1], got {self.score!r}")
         object.__setattr__(self, "score", score)
 
@@ -45,7 +46,7 @@ class Verdict:
         return {"status": self.status.value, "score": self.score, "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Verdict":
+    def from_dict(cls, data: dict) -> Verdict:
         return cls(Status(data["status"]), data.get("score", 0.0), data.get("reason", ""))
 
 

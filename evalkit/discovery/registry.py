@@ -8,20 +8,20 @@ let a gate pass.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import re
 import fnmatch
+import hashlib
 import importlib.util
+import re
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from evalkit.core.task import TASK_MARKER, Task, TaskLike, as_task, describe
 from evalkit.errors import ConfigError, PluginImportError, UnknownTaskError
-from evalkit.core.task import TASK_MARKER, Task
 
 ENTRY_POINT_GROUP = "evalkit.tasks"
 _SKIP_DIRS = {"data", "__pycache__"}
@@ -60,7 +60,7 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except ConfigError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - any import failure is the plugin's error
+    except BaseException as exc:  # any import failure is the plugin's error
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -95,7 +95,7 @@ def _build(obj: Any, source: str) -> Task:
         return Task.from_decorated(obj, source=source)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a task that cannot be built is the plugin's error
+    except Exception as exc:  # a task that cannot be built is the plugin's error
         name = getattr(getattr(obj, TASK_MARKER, None), "name", getattr(obj, "__name__", "?"))
         raise PluginImportError(f"task {name!r} could not be built: {type(exc).__name__}: {exc}",
                                 file=source) from exc
@@ -112,8 +112,8 @@ def load_path(path: Path) -> list[Task]:
     if not path.exists():
         raise ConfigError("no such task file or folder", file=path)
     if path.suffix in (".yaml", ".yml"):
-        from evalkit.lmeval.importer import is_lmeval_task_file, load_lmeval_task
         from evalkit.discovery.yamltask import load_yaml_task
+        from evalkit.lmeval.importer import is_lmeval_task_file, load_lmeval_task
 
         if is_lmeval_task_file(path):  # an lm-eval task imported by a top-level `lm_eval:` key
             return [load_lmeval_task(path)]
@@ -147,24 +147,31 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[Task]:
         source = f"entry point {ep.name} = {ep.value}"
         try:
             value = ep.load()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise PluginImportError(f"failed to load: {type(exc).__name__}: {exc}", file=source) from exc
         out.extend(_load_entry_point_value(value, source))
     return out
 
 
-class Registry:
-    """The tasks found, by name."""
+def same_source(a: Task, b: Task) -> bool:
+    """Whether two Task objects were loaded from the same file (e.g. tasks/ and an entry point to it)."""
+    return bool(a.source and b.source and Path(a.source).resolve() == Path(b.source).resolve())
 
-    def __init__(self, tasks: Iterable[Task] = ()):
+
+class Registry:
+    """The tasks found, by name. Tasks may be given as Task objects or @task-decorated classes."""
+
+    def __init__(self, tasks: Iterable[TaskLike] = ()):
         self._tasks: dict[str, Task] = {}
         for t in tasks:
             self.add(t)
 
-    def add(self, t: Task) -> None:
+    def add(self, t: TaskLike) -> None:
+        """Add a task (a Task or a @task-decorated class); ConfigError if another task has its name."""
+        t = as_task(t)
         existing = self._tasks.get(t.name)
         if existing is not None and existing is not t:
-            if existing.source and t.source and Path(existing.source).resolve() == Path(t.source).resolve():
+            if same_source(existing, t):
                 return  # the same file reached twice (e.g. tasks/ and an entry point to it)
             raise ConfigError(f"task {t.name!r} is defined twice: in {existing.source} and in {t.source}",
                               file=t.source)
@@ -173,7 +180,7 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._tasks)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Task]:
         return iter(self._tasks[n] for n in self.names())
 
     def __len__(self) -> int:
@@ -187,7 +194,7 @@ class Registry:
         if name in self._tasks:
             return self._tasks[name]
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         known = f" Known tasks: {', '.join(self.names())}." if self._tasks else " No tasks were found."
         raise UnknownTaskError(f"unknown task {name!r}{hint}{known}")
 
@@ -195,10 +202,16 @@ class Registry:
         """Tasks matching any pattern (exact name, glob, or `tag:NAME`) and carrying all `tags`.
 
         No patterns means every task. A plain name that is unknown, or a glob/tag that matches
-        nothing, is an UnknownTaskError: a typo must not silently select fewer tasks.
+        nothing, is an UnknownTaskError: a typo must not silently select fewer tasks. (To mix
+        Task objects and paths with names, use `evalkit.load_tasks(..., registry=self)`.)
         """
         chosen: dict[str, Task] = {}
+        if isinstance(patterns, str):
+            patterns = [patterns]
         for pattern in patterns or ["*"]:
+            if not isinstance(pattern, str):
+                raise TypeError(f"Registry.select takes task names, globs or 'tag:NAME' strings, got "
+                                f"{describe(pattern)}; for Task objects or @task classes use evalkit.load_tasks")
             if pattern.startswith("tag:"):
                 tag = pattern[4:]
                 hits = [t for t in self if tag in t.tags]

@@ -21,12 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-
 from evalkit import checkers
-from evalkit.errors import ConfigError
 from evalkit.core.example import Example
 from evalkit.core.extract import cut_at_stop, make_extractor
 from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
+from evalkit.errors import ConfigError
 from evalkit.schemas import describe_value, validate
 
 
@@ -34,14 +33,15 @@ def template_fields(template: str, file: Path, field: str) -> list[str]:
     """The {placeholders} of a template; only plain names are allowed (no attributes, indexes)."""
     names = []
     try:
-        for _, name, spec, conv in string.Formatter().parse(template):
+        for _, name, _spec, _conv in string.Formatter().parse(template):
             if name is None:
                 continue
             if not name.isidentifier():
                 raise ConfigError(f"placeholder {{{name}}} must be a plain field name", file=file, field=field)
             names.append(name)
     except ValueError as exc:
-        raise ConfigError(f"bad template: {exc} (use {{{{ and }}}} for literal braces)", file=file, field=field) from None
+        raise ConfigError(f"bad template: {exc} (use {{{{ and }}}} for literal braces)", file=file,
+                          field=field) from None
     return names
 
 
@@ -124,8 +124,8 @@ class YamlTask:
                                   file=self.data_path)
 
     def rows(self):
-        for row in self._rows:
-            row = dict(row)
+        for stored in self._rows:
+            row = dict(stored)
             if self.level_field:
                 row["level"] = row.pop(self.level_field)
             yield row

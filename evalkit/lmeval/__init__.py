@@ -46,7 +46,7 @@ def ensure_offline() -> list[str]:
     if set_now:
         hub = sys.modules.get("huggingface_hub.constants")
         if hub is not None and "HF_HUB_OFFLINE" in set_now:
-            hub.HF_HUB_OFFLINE = True
+            setattr(hub, "HF_HUB_OFFLINE", True)  # noqa: B010 - a module from sys.modules: its attributes are not typed
         cfg = sys.modules.get("datasets.config")
         if cfg is not None:
             for var in set_now:

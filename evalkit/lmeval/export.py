@@ -46,10 +46,10 @@ from typing import Any
 
 import yaml
 
-from evalkit.version import __version__
-from evalkit.errors import ConfigError, NothingToRun
 from evalkit.core.example import canonical
-from evalkit.core.task import Task
+from evalkit.core.task import Task, default_max_new_tokens
+from evalkit.errors import ConfigError, NothingToRun
+from evalkit.version import __version__
 
 METRIC = "evalkit_pass"
 
@@ -176,13 +176,11 @@ def export_task(task: Task, out_dir: Path | str, *, n: int | None = 100, seed: i
     Raises:
         NothingToRun: the task has no examples in that split/level. ConfigError: no source file.
     """
-    from evalkit.run.runner import size_max_new_tokens
-
     source = _source_of(task)
     examples = task.examples(split, n=n, seed=seed, level=level)
     if not examples:
         raise NothingToRun(f"task {task.name!r} has no {split} examples (level {level})")
-    mnt = max_new_tokens or task.generation.max_new_tokens or size_max_new_tokens(task, examples, None)
+    mnt = max_new_tokens or task.generation.max_new_tokens or default_max_new_tokens(e.reference for e in examples)
     name = f"{prefix}{task.name}"
     folder = (Path(out_dir) / name).resolve()
     folder.mkdir(parents=True, exist_ok=True)

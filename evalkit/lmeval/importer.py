@@ -45,13 +45,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-
 from evalkit import checkers
-from evalkit.errors import ConfigError
 from evalkit.core.example import Example, canonical
 from evalkit.core.extract import cut_at_stop, make_extractor
 from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
 from evalkit.core.verdict import Status, Verdict
+from evalkit.errors import ConfigError
 from evalkit.lmeval import defaults_requested, ensure_offline, task_manager
 
 #: lm-eval's default `max_gen_toks` (HFLM and most backends) when a task sets none.
@@ -110,9 +109,8 @@ def is_lmeval_task_file(path: Path) -> bool:
 def _read(file: Path) -> dict[str, Any]:
     import jsonschema
 
-    from evalkit.schemas import schema_error
-
     from evalkit._yaml import read_yaml
+    from evalkit.schemas import schema_error
 
     spec = read_yaml(file, "task file")
     errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(spec))

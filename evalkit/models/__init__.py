@@ -1,4 +1,5 @@
-"""Model backends: the one contract (`ModelBackend`) and its implementations.
+"""Model backends: the one contract (`ModelBackend`, plus the optional `ExampleGenerator`,
+`TokenCounter` and `HasDevice` capabilities) and its implementations.
 
 `base` and `python` import no torch. `hf` (Hugging Face models) and `tiny` (tiny models
 built from a config, for tests and the embedded default) import torch/transformers; they
@@ -10,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from evalkit.models.base import GenerationStats, ModelBackend
+from evalkit.models.base import ExampleGenerator, GenerationStats, HasDevice, ModelBackend, TokenCounter
 from evalkit.models.python import PythonCallableBackend
 
 _LAZY = {
@@ -22,7 +23,8 @@ _LAZY = {
     "load_model": "tiny",
 }
 
-__all__ = ["GenerationStats", "ModelBackend", "PythonCallableBackend", *_LAZY]
+__all__ = ["ExampleGenerator", "GenerationStats", "HFBackend", "HasDevice", "ModelBackend", "PythonCallableBackend",
+           "TokenCounter", "build_char_tokenizer", "load_model", "save_model", "tiny_gpt2", "tiny_llama"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,16 +6,27 @@ string. It also names itself with a stable `identity` (a fingerprint of the weig
 an endpoint + model name) that the runner puts in every journal key, so a changed model
 never reuses another model's samples.
 
+`ModelBackend` is what every backend provides. Three capabilities are optional, each its own
+runtime-checkable protocol that the runner tests with `isinstance`:
+
+- `ExampleGenerator` (`generate_examples`): answers whole examples instead of bare prompts
+  (the oracle writes each example's reference);
+- `TokenCounter` (`count_tokens`): sizes a task's `max_new_tokens` from its longest reference in
+  tokens (without it, in characters);
+- `HasDevice` (`device`): where the model runs, recorded in the run's environment.
+
 This module imports no torch: the core imports it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from evalkit.core.example import Example
     from evalkit.core.task import GenerationConfig
 
 
@@ -43,34 +54,30 @@ class GenerationStats:
     batches: int = 0
     truncated_prompts: int = 0
 
-    def __add__(self, other: "GenerationStats") -> "GenerationStats":
+    def __add__(self, other: GenerationStats) -> GenerationStats:
         return GenerationStats(**{f.name: getattr(self, f.name) + getattr(other, f.name)
                                   for f in fields(self)})
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Generated tokens per second of wall time (0.0 when nothing was timed)."""
-        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, float | int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_generate_args(config: "GenerationConfig", num_samples: int) -> None:
-    """The argument checks every backend's `generate` makes (ValueError on bad input)."""
+def check_generate_args(config: GenerationConfig, num_samples: int) -> int:
+    """The argument checks every backend's `generate` makes (ValueError on bad input); returns
+    `config.max_new_tokens`, now known to be a positive int."""
     if config.max_new_tokens is None or config.max_new_tokens < 1:
         raise ValueError("config.max_new_tokens must be a positive int (the runner sizes it)")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    return config.max_new_tokens
 
 
 @runtime_checkable
 class ModelBackend(Protocol):
     """Anything that can answer prompts for the runner.
+
+    A backend may also have the optional capabilities below (`ExampleGenerator`, `TokenCounter`,
+    `HasDevice`); the runner uses each when present.
 
     Attributes:
         identity: a stable fingerprint of the model that changes whenever its outputs may
@@ -85,7 +92,7 @@ class ModelBackend(Protocol):
     @property
     def last_stats(self) -> GenerationStats: ...
 
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """Continue each prompt `num_samples` times.
 
@@ -97,6 +104,52 @@ class ModelBackend(Protocol):
 
         Returns:
             One list per prompt of `num_samples` raw continuations (prompt excluded), each
-            cut before the first stop string (`evalkit.extract.cut_at_stop`).
+            cut before the first stop string (`evalkit.core.extract.cut_at_stop`).
         """
         ...
+
+
+def missing_members(backend: object) -> list[str]:
+    """The `ModelBackend` members `backend` lacks (looked up statically: reading `identity` may hash
+    every weight, so `isinstance(backend, ModelBackend)` is avoided on Python < 3.12)."""
+    missing = []
+    for name in ("identity", "last_stats", "generate"):
+        try:
+            inspect.getattr_static(backend, name)
+        except AttributeError:
+            missing.append(name)
+    return missing
+
+
+@runtime_checkable
+class ExampleGenerator(Protocol):
+    """Optional: a backend that answers examples rather than bare prompts (e.g. the oracle).
+
+    When a backend has it, the runner calls `generate_examples` instead of `generate`.
+    """
+
+    def generate_examples(self, examples: Sequence[Example], config: GenerationConfig, *, seed: int = 0,
+                          num_samples: int = 1) -> list[list[str]]:
+        """Like `ModelBackend.generate`, given the examples (prompt, reference, fields) themselves."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Optional: a backend that counts tokens the way its model does.
+
+    The runner uses it to size a task's `max_new_tokens` from its longest reference when the task
+    sets none; without it the length is counted in characters (an upper bound for most tokenizers).
+    """
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model spends writing `text`."""
+        ...
+
+
+@runtime_checkable
+class HasDevice(Protocol):
+    """Optional: a backend that says where its model runs (recorded as the run's `environment.device`)."""
+
+    @property
+    def device(self) -> Any: ...

@@ -74,13 +74,15 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
     return hashlib.sha256(flat.view(torch.uint8).numpy().data).digest()  # raw bytes, bf16 too
 
 
-def _config_digest(model: Any) -> str:
+def config_digest(model: Any) -> str:
+    """A short hash of the model's class and config (volatile keys such as the path left out)."""
     cfg = model.config.to_dict()
     body = repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in _CONFIG_VOLATILE))
     return hashlib.blake2b(f"{type(model).__name__}|{body}".encode(), digest_size=8).hexdigest()
 
 
-def _tokenizer_digest(tokenizer: Any) -> str:
+def tokenizer_digest(tokenizer: Any) -> str:
+    """A short hash of the tokenizer's full definition (or its vocabulary when it has no fast backend)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
@@ -98,7 +100,7 @@ class HFBackend:
         decoder: "loop" (own KV-cache loop that drops finished rows) or "generate".
     """
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  batch_size: int = 64, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, decoder: str = "loop"):
         if batch_size < 1:
@@ -106,11 +108,12 @@ class HFBackend:
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        self.model, self.tokenizer = model, tokenizer
+            model.to(device=device, dtype=dtype)  # type: ignore[call-arg]  # transformers' stubs wrap .to badly
+        self.model: Any = model  # typed Any: transformers' stubs make generate() a Tensor attribute
+        self.tokenizer = tokenizer
         self.batch_size, self.decoder = batch_size, decoder
         self._stats = GenerationStats()
-        self._tok_digest = _tokenizer_digest(tokenizer)
+        self._tok_digest = tokenizer_digest(tokenizer)
         eos: set[int] = set()
         for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
             eos.update([src] if isinstance(src, int) else (src or []))
@@ -154,7 +157,7 @@ class HFBackend:
         """`hf:<class>:<digest>` over weights, config and tokenizer; recomputed on every read
         (weights may have been trained since), so read it once per evaluation."""
         h = hashlib.blake2b(digest_size=16)
-        for part in (weights_digest(self.model), _config_digest(self.model), self._tok_digest):
+        for part in (weights_digest(self.model), config_digest(self.model), self._tok_digest):
             h.update(part.encode())
         return f"hf:{type(self.model).__name__}:{h.hexdigest()}"
 
@@ -167,14 +170,14 @@ class HFBackend:
         return next(self.model.parameters()).device
 
     # -- generation -------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None."""
-        check_generate_args(config, num_samples)
+        max_new = check_generate_args(config, num_samples)
         start = time.perf_counter()
         prompts = list(prompts)
         sampling = config.temperature > 0
-        ids, truncated = self._encode(prompts, config.max_new_tokens)
+        ids, truncated = self._encode(prompts, max_new)
         # One row per continuation to compute: greedy rows are shared by all samples.
         rows = [(p, s) for p in range(len(prompts)) for s in range(num_samples if sampling else 1)]
         order = sorted(range(len(rows)), key=lambda r: -len(ids[rows[r][0]]))  # stable
@@ -218,11 +221,11 @@ class HFBackend:
                              f"{self.max_positions}-position model")
         fallback = self.tokenizer.bos_token_id
         truncated = 0
-        for i, row in enumerate(ids):
-            if not row:  # an empty prompt still needs one token to condition on
-                ids[i] = row = [fallback if fallback is not None else self.pad_id]
-            if limit is not None and len(row) > limit:
-                ids[i] = row[-limit:]  # keep the end, where the question is (as lm-eval does)
+        for i in range(len(ids)):
+            if not ids[i]:  # an empty prompt still needs one token to condition on
+                ids[i] = [fallback if fallback is not None else self.pad_id]
+            if limit is not None and len(ids[i]) > limit:
+                ids[i] = ids[i][-limit:]  # keep the end, where the question is (as lm-eval does)
                 truncated += 1
         return ids, truncated
 
@@ -252,10 +255,12 @@ class HFBackend:
         # one character); the margin covers tokens that decode to nothing on their own.
         return max((len(s) for s in stop), default=0) + 8
 
-    def _decode_loop(self, batch: list[list[int]], config: "GenerationConfig",
+    def _decode_loop(self, batch: list[list[int]], config: GenerationConfig,
                      gens: list[torch.Generator] | None) -> tuple[list[list[int]], int]:
         """Greedy/sampled decoding with a KV cache; finished rows leave the batch."""
         from transformers import DynamicCache
+
+        assert config.max_new_tokens is not None  # generate() checked it
 
         model = self.model
         fast = tuple(sorted({s for s in config.stop if len(s) == 1 and s.isascii()}))
@@ -300,7 +305,7 @@ class HFBackend:
         return out, n_gen
 
     @staticmethod
-    def _choose(logits: torch.Tensor, config: "GenerationConfig",
+    def _choose(logits: torch.Tensor, config: GenerationConfig,
                 gens: list[torch.Generator] | None) -> torch.Tensor:
         if gens is None:
             return logits.argmax(dim=-1)
@@ -317,10 +322,11 @@ class HFBackend:
         gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1.0 - 1e-7)))
         return (scores + gumbel).argmax(dim=-1)
 
-    def _decode_generate(self, batch: list[list[int]], config: "GenerationConfig",
+    def _decode_generate(self, batch: list[list[int]], config: GenerationConfig,
                          seed: int) -> tuple[list[list[int]], int]:
         """`model.generate` with a per-row stop-string criterion (reproducible per batch)."""
-        from transformers import GenerationConfig as HFGenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig as HFGenerationConfig
+        from transformers import StoppingCriteriaList
 
         input_ids, mask = self._left_pad(batch)
         sampling = config.temperature > 0

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.errors import ConfigError
 from evalkit.core.extract import cut_at_stop
+from evalkit.errors import ConfigError
 from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
@@ -128,13 +128,13 @@ class LMEvalBackend:
         if torch is not None and isinstance(model, torch.nn.Module):
             size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             if size <= HASH_WEIGHTS_LIMIT:
-                from evalkit.models.hf import _config_digest, _tokenizer_digest, weights_digest
+                from evalkit.models.hf import config_digest, tokenizer_digest, weights_digest
 
                 h = hashlib.blake2b(digest_size=16)
-                parts = [weights_digest(model), _config_digest(model)]
+                parts = [weights_digest(model), config_digest(model)]
                 tokenizer = getattr(self.lm, "tokenizer", None)
                 if tokenizer is not None:
-                    parts.append(_tokenizer_digest(tokenizer))
+                    parts.append(tokenizer_digest(tokenizer))
                 for part in parts:
                     h.update(part.encode())
                 return f"hf:{h.hexdigest()}"
@@ -149,7 +149,7 @@ class LMEvalBackend:
         return getattr(self.lm, "device", None)
 
     # -- generation -------------------------------------------------------------------
-    def requests(self, prompts: Sequence[str], config: "GenerationConfig", num_samples: int = 1) -> list[Any]:
+    def requests(self, prompts: Sequence[str], config: GenerationConfig, num_samples: int = 1) -> list[Any]:
         """The lm-eval Instances for `prompts` (each repeated `num_samples` times when sampling)."""
         from lm_eval.api.instance import Instance
 
@@ -163,7 +163,7 @@ class LMEvalBackend:
                          metadata=("evalkit", i, reps))
                 for i, p in enumerate(prompts) for _ in range(reps)]
 
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None."""
         check_generate_args(config, num_samples)

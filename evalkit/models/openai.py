@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from evalkit.errors import EvalkitError, ExitCode
 from evalkit.core.extract import cut_at_stop
+from evalkit.errors import EvalkitError, ExitCode
 from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ class _Retryable(Exception):
 
 def _normalize_base(base_url: str) -> str:
     base = base_url.strip().rstrip("/")
-    if base.endswith("/v1"):
-        base = base[: -len("/v1")]
+    base = base.removesuffix("/v1")
     if not base.startswith(("http://", "https://")):
         raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
     return base
@@ -176,7 +175,7 @@ class OpenAIBackend:
         return str(ids[0])
 
     # -- generation -------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`.
 

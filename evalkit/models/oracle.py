@@ -29,11 +29,11 @@ class OracleBackend:
     def last_stats(self) -> GenerationStats:
         return self._stats
 
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         raise TypeError("the oracle answers examples, not bare prompts: use generate_examples")
 
-    def generate_examples(self, examples: Sequence["Example"], config: "GenerationConfig", *, seed: int = 0,
+    def generate_examples(self, examples: Sequence[Example], config: GenerationConfig, *, seed: int = 0,
                           num_samples: int = 1) -> list[list[str]]:
         start = time.perf_counter()
         out = [[ex.reference or ""] * num_samples for ex in examples]

@@ -32,7 +32,7 @@ class PythonCallableBackend:
                  identity: str | None = None):
         self.fn = fn
         try:
-            params = inspect.signature(fn).parameters.values()
+            params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):  # some builtins have no signature
             params = []
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -53,7 +53,7 @@ class PythonCallableBackend:
     def last_stats(self) -> GenerationStats:
         return self._stats
 
-    def generate(self, prompts: Sequence[str], config: "GenerationConfig", *, seed: int = 0,
+    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")

@@ -2,7 +2,7 @@
 
 Nothing here downloads: the tokenizer is built with the `tokenizers` library, the models
 are randomly initialised from a config, and `load_model` only reads a local directory.
-The DESIGN's reference point: `tiny_llama(build_char_tokenizer())` is a ~1.1M-parameter
+The reference point: `tiny_llama(build_char_tokenizer())` is a ~1.1M-parameter
 Llama (hidden 128, 4 layers) that learns 3-digit addition in a few minutes on two cores.
 """
 
@@ -26,7 +26,7 @@ DEFAULT_ALPHABET = "".join(chr(i) for i in range(32, 127)) + "\n\t"
 
 def build_char_tokenizer(alphabet: str | None = None, *, padding_side: str = "left",
                          add_bos: bool = True, model_max_length: int | None = None,
-                         ) -> "PreTrainedTokenizerBase":
+                         ) -> PreTrainedTokenizerBase:
     """A character-level fast tokenizer: one token per character of `alphabet`.
 
     Ids 0-3 are <pad>, <s> (bos), </s> (eos), <unk>; then the alphabet in order. Characters
@@ -66,12 +66,12 @@ def build_char_tokenizer(alphabet: str | None = None, *, padding_side: str = "le
         **kwargs)
 
 
-def _special_ids(tokenizer: "PreTrainedTokenizerBase") -> dict[str, Any]:
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
 
 
-def _finish(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> "PreTrainedModel":
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     ids = _special_ids(tokenizer)
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(model.generation_config, key, ids[key])
@@ -86,10 +86,10 @@ def _seeded_init(seed: int, build: Any) -> Any:
         return build()
 
 
-def tiny_llama(tokenizer: "PreTrainedTokenizerBase", hidden: int = 128, layers: int = 4,
+def tiny_llama(tokenizer: PreTrainedTokenizerBase, hidden: int = 128, layers: int = 4,
                heads: int = 4, intermediate: int | None = None, max_positions: int = 256,
                seed: int = 0, *, kv_heads: int | None = None, tie_embeddings: bool = False,
-               ) -> "PreTrainedModel":
+               ) -> PreTrainedModel:
     """A randomly initialised `LlamaForCausalLM` on CPU (float32) sized for `tokenizer`.
 
     `intermediate` defaults to 4 x hidden. Initialisation is deterministic in `seed` and
@@ -105,9 +105,9 @@ def tiny_llama(tokenizer: "PreTrainedTokenizerBase", hidden: int = 128, layers: 
     return _finish(_seeded_init(seed, lambda: LlamaForCausalLM(config)), tokenizer)
 
 
-def tiny_gpt2(tokenizer: "PreTrainedTokenizerBase", hidden: int = 128, layers: int = 4,
+def tiny_gpt2(tokenizer: PreTrainedTokenizerBase, hidden: int = 128, layers: int = 4,
               heads: int = 4, intermediate: int | None = None, max_positions: int = 256,
-              seed: int = 0) -> "PreTrainedModel":
+              seed: int = 0) -> PreTrainedModel:
     """A randomly initialised `GPT2LMHeadModel` on CPU (float32); see `tiny_llama`."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -116,7 +116,7 @@ def tiny_gpt2(tokenizer: "PreTrainedTokenizerBase", hidden: int = 128, layers: i
     return _finish(_seeded_init(seed, lambda: GPT2LMHeadModel(config)), tokenizer)
 
 
-def save_model(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase | None",
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
                path: str | os.PathLike[str]) -> Path:
     """Save model (safetensors) and tokenizer to `path`, atomically.
 
@@ -147,9 +147,9 @@ def save_model(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase | N
     return target
 
 
-def load_model(path: str | os.PathLike[str], device: "str | torch.device" = "cpu",
-               dtype: "torch.dtype | str | None" = None,
-               ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+               dtype: torch.dtype | str | None = None,
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and its tokenizer from a LOCAL directory (never the hub).
 
     Returns:
@@ -168,6 +168,7 @@ def load_model(path: str | os.PathLike[str], device: "str | torch.device" = "cpu
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(p, **kwargs).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(p, **kwargs)  # Any: transformers' stubs wrap .to badly
+    model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
     return model.eval(), tokenizer

@@ -15,9 +15,14 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from evalkit.errors import EvalkitError, ExitCode
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+JOURNAL_FILE = "journal.jsonl"  # its name in a run folder
 
 
 class JournalLocked(EvalkitError):
@@ -43,11 +48,10 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
-        self._file = None
+        self._file: TextIO | None = None
         self.entries: dict[str, dict[str, Any]] = {}
-        self.dropped_lines = 0
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_suffix(self.path.suffix + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -83,7 +87,6 @@ class Journal:
         data = self.path.read_bytes()
         good_end = data.rfind(b"\n") + 1  # a final line without newline was torn by a kill
         if good_end < len(data):
-            self.dropped_lines += 1
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
         for line in data[:good_end].splitlines():
@@ -93,7 +96,7 @@ class Journal:
                 entry = json.loads(line)
                 self.entries[entry["key"]] = entry
             except (json.JSONDecodeError, KeyError, TypeError):
-                self.dropped_lines += 1
+                continue  # an unreadable line is a sample to generate again
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)

@@ -13,10 +13,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.task import GenerationConfig, Task
 from evalkit.errors import ConfigError
+from evalkit.run import stats
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -76,16 +79,17 @@ class RunRecord:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if samples is not None:
-            _atomic_write(folder / SAMPLES_FILE,
+            atomic_write(folder / SAMPLES_FILE,
                           "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
             self.data["samples_file"] = SAMPLES_FILE
         validate_record(self.data, folder / RECORD_FILE)
-        _atomic_write(folder / RECORD_FILE, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(folder / RECORD_FILE, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
         self.path = folder
         return folder / RECORD_FILE
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -96,6 +100,47 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+
+
+def utc_now() -> str:
+    """The current UTC time as the record writes it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sample_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The record's row for one sample (samples.jsonl), from its journal entry."""
+    ex, v = entry["example"], entry["verdict"]
+    return {"task": entry["task"], "example_id": ex["id"], "sample_index": entry["sample_index"],
+            "level": ex.get("level"), "prompt": ex["prompt"], "reference": ex.get("reference"),
+            "output": entry["output"], "answer": entry["answer"], "status": v["status"], "score": v["score"],
+            "reason": v["reason"]}
+
+
+def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: list[dict[str, Any]],
+                timings: dict[str, Any]) -> dict[str, Any]:
+    """The record's entry for one task, from its sample rows: pass rate over all samples with its Wilson
+    interval, pass@k over examples, per-level rates, errors and timeouts."""
+    summary = stats.summarize((s["status"], s["score"]) for s in samples)
+    by_example: dict[str, list[bool]] = {}
+    for s in samples:
+        by_example.setdefault(s["example_id"], []).append(s["status"] == "PASS")
+    k = max((len(v) for v in by_example.values()), default=1)
+    pass_at_k = {}
+    for kk in sorted({1, k} | {2**j for j in range(1, 8) if 2**j < k}):
+        pass_at_k[str(kk)] = round(stats.mean_pass_at_k(((len(v), sum(v)) for v in by_example.values()), kk), 6)
+    levels = stats.per_level((s.get("level"), s["status"]) for s in samples)
+    per_level = {("none" if lv is None else str(lv)): r.to_dict() for lv, r in levels.items()}
+    target = task.target
+    return {
+        "name": task.name, "version": task.version, "target": target, "source": task.source, "level": level,
+        "generation": gen.to_dict(), "n_examples": len(by_example), "n_samples": summary.n,
+        "passes": summary.passes, "rate": summary.rate, "low": summary.low, "high": summary.high,
+        "mean_score": summary.mean_score, "errors": summary.errors, "timeouts": summary.timeouts,
+        "pass_at_k": pass_at_k, "per_level": per_level,
+        "meets_target": None if target is None else summary.rate >= target, "timings": timings,
+    }
 
 
 def validate_record(data: Any, file: Path | str = "<record>") -> None:

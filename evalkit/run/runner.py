@@ -11,6 +11,7 @@ record equals an uninterrupted run's (timestamps aside). Sampling is seeded per 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,27 +21,27 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from evalkit.version import __version__
-from evalkit.run import stats
-from evalkit.errors import ConfigError, NothingToRun
 from evalkit.core.example import Example
-from evalkit.run.journal import Journal, sample_key
-from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord
 from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, score
-from evalkit.core.task import GenerationConfig, Task
+from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
+from evalkit.discovery.load import TaskRef, load_tasks
+from evalkit.errors import ConfigError, NothingToRun
+from evalkit.models.base import ExampleGenerator, HasDevice, ModelBackend, TokenCounter, missing_members
+from evalkit.run.journal import JOURNAL_FILE, Journal, sample_key
+from evalkit.run.posthoc import compare_records, rescore
+from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, sample_row, task_result, utc_now
+from evalkit.version import __version__
 
-JOURNAL_FILE = "journal.jsonl"
-# Progress callback: (task name, examples done, examples total, examples generated this session).
+# rescore and compare_records live in posthoc.py; callers import them from here too.
+__all__ = ["JOURNAL_FILE", "ProgressFn", "compare_records", "environment", "evaluate", "rescore", "run_id_for",
+           "size_max_new_tokens"]
+
+PARTIAL_SAMPLES = f".{SAMPLES_FILE}.partial"
+# Progress callback: (task name, examples done, examples total), called after each batch.
 ProgressFn = Callable[[str, int, int], None]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _threads() -> int:
@@ -50,13 +51,13 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
-def environment(backend: Any) -> dict[str, Any]:
+def environment(backend: object) -> dict[str, Any]:
+    """Where a run ran: Python, platform, threads, CPUs, torch version and the backend's device."""
     torch = sys.modules.get("torch")
-    env = {"python": platform.python_version(), "platform": platform.platform(), "threads": _threads(),
-           "cpus": os.cpu_count(), "torch": getattr(torch, "__version__", None)}
-    device = getattr(backend, "device", None)
-    env["device"] = str(device) if device is not None else None
-    return env
+    device = backend.device if isinstance(backend, HasDevice) else None
+    return {"python": platform.python_version(), "platform": platform.platform(), "threads": _threads(),
+            "cpus": os.cpu_count(), "torch": getattr(torch, "__version__", None),
+            "device": str(device) if device is not None else None}
 
 
 def _slug(text: str) -> str:
@@ -72,39 +73,20 @@ def run_id_for(model_spec: str, identity: str, settings: dict[str, Any], tasks: 
     return f"{_slug(name)}-{digest}"
 
 
-def size_max_new_tokens(task: Task, examples: Sequence[Example], backend: Any) -> int:
-    """Room for the longest reference answer plus a margin (a cap too small silently caps the rate)."""
-    refs = [e.reference for e in examples if e.reference]
-    if not refs:
-        return 256
-    count = getattr(backend, "count_tokens", None)
-    longest = max((count(r) if count else len(r)) for r in refs)
-    # +1 for the stop/EOS token, and a margin so a model may add a little (a space, a sign).
-    return longest + max(4, longest // 4) + 1
+def size_max_new_tokens(task: Task, examples: Sequence[Example], backend: object) -> int:
+    """Room for `task`'s longest reference in `examples` plus a margin, counted in the backend's tokens
+    when it is a TokenCounter, else in characters (see `evalkit.core.task.default_max_new_tokens`)."""
+    count = backend.count_tokens if isinstance(backend, TokenCounter) else None
+    return default_max_new_tokens((e.reference for e in examples), count)
 
 
-def _resolve_tasks(tasks: Iterable[Task | str], tasks_dir: Sequence[Path] | None) -> list[Task]:
-    out: list[Task] = []
-    registry = None
-    for t in tasks:
-        if isinstance(t, Task):
-            out.append(t)
-            continue
-        if registry is None:
-            from evalkit.config import load_config
-            from evalkit.discovery.registry import discover
-
-            config = load_config()
-            dirs = list(tasks_dir) if tasks_dir else list(config.tasks)
-            registry = discover(dirs, fallback_to_bundled=not tasks_dir and not config.tasks_configured)
-        out.extend(registry.select([t]))
-    if not out:
-        raise NothingToRun("no tasks to evaluate")
-    return out
-
-
-def _make_backend(model: Any, tokenizer: Any, backend: Any, model_spec: str | None, batch_size: int) -> Any:
+def _make_backend(model: Any, tokenizer: Any, backend: ModelBackend | None, model_spec: str | None,
+                  batch_size: int) -> ModelBackend:
     if backend is not None:
+        missing = missing_members(backend)
+        if missing:
+            raise TypeError(f"backend= must be a ModelBackend (identity, last_stats, generate); "
+                            f"{type(backend).__name__} lacks {', '.join(missing)}")
         return backend
     if model is not None:
         if tokenizer is None:
@@ -123,8 +105,8 @@ def evaluate(
     model: Any = None,
     tokenizer: Any = None,
     *,
-    tasks: Iterable[Task | str],
-    backend: Any = None,
+    tasks: TaskRef | Iterable[TaskRef],
+    backend: ModelBackend | None = None,
     model_spec: str | None = None,
     n: int | None = 100,
     seed: int = 0,
@@ -152,7 +134,9 @@ def evaluate(
         model, tokenizer: an in-memory Hugging Face model (no reload; its training mode is
             restored afterwards). Or give `backend` (any ModelBackend) or `model_spec`
             ("hf:PATH", "openai:URL", "python:module:fn", "oracle").
-        tasks: Task objects or names/globs/tag:NAME found in the project's task folders.
+        tasks: one task or a list, as `evalkit.load_tasks` takes them: Task objects, @task-decorated
+            classes, paths to task files, or names/globs/tag:NAME found in the project's task folders
+            (or in `tasks_dir`).
         n: examples per task (None: all, for data tasks). seed: example and sampling seed.
         k: samples per example (pass@k); k > 1 needs temperature > 0.
         split, level: which examples.
@@ -166,7 +150,8 @@ def evaluate(
         task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}.
 
     Raises:
-        ConfigError: bad settings. NothingToRun: no tasks or no examples.
+        ConfigError: bad settings. NothingToRun: no tasks or no examples. UnknownTaskError: a task
+        name that matches nothing. TypeError: a `tasks` entry that is not a task.
     """
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}", field="k")
@@ -175,12 +160,15 @@ def evaluate(
                           field="temperature")
     if not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {top_p}", field="top_p")
-    task_list = _resolve_tasks(tasks, tasks_dir)
+    task_list = load_tasks(tasks, tasks_dir=tasks_dir)
+    if not task_list:
+        raise NothingToRun("no tasks to evaluate")
     backend = _make_backend(model, tokenizer, backend, model_spec, batch_size)
-    spec = model_spec or ("hf:<in-memory>" if model is not None else getattr(backend, "identity", "backend"))
-    identity = backend.identity
-    settings = {"split": split, "n": n, "seed": seed, "k": k, "temperature": temperature, "top_p": top_p,
-                "level": level, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    identity = backend.identity  # read once: for in-memory weights it is a hash of every tensor
+    spec = model_spec or ("hf:<in-memory>" if model is not None else identity)
+    settings: dict[str, Any] = {"split": split, "n": n, "seed": seed, "k": k, "temperature": temperature,
+                                "top_p": top_p, "level": level, "max_new_tokens": max_new_tokens,
+                                "batch_size": batch_size}
     if task_settings:
         settings["task_settings"] = task_settings
     if run_dir is None and reports_dir is not None:
@@ -188,47 +176,39 @@ def evaluate(
                                       task_list)
         run_dir = Path(reports_dir) / run_id
     run_id = run_id or (Path(run_dir).name if run_dir else run_id_for(spec, identity, settings, task_list))
-    created = _now()
+    created = utc_now()
     start = time.perf_counter()
-    journal = Journal(Path(run_dir) / JOURNAL_FILE) if run_dir else None
+    folder = Path(run_dir) if run_dir else None
     workers = check_workers or min(8, os.cpu_count() or 1)
     task_results: list[dict[str, Any]] = []
     all_samples: list[dict[str, Any]] = []
     total_gen = total_check = 0.0
-    # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
-    # every sample in memory); the file is renamed into place only when the run is complete.
-    samples_tmp = Path(run_dir) / f".{SAMPLES_FILE}.partial" if run_dir else None
-    sink = None
-    try:
-        if journal is not None:
-            journal.__enter__()
-            sink = open(samples_tmp, "w", encoding="utf-8")
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score") as pool:
-            for task in task_list:
-                own = (task_settings or {}).get(task.name, {})
-                result, samples = _run_task(task, backend, identity, journal, pool, n=own.get("n", n), seed=seed,
-                                            k=k, temperature=temperature, top_p=top_p, split=split,
-                                            level=own.get("level", level),
-                                            batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                            check_timeout=check_timeout, progress=progress)
-                task_results.append(result)
-                if sink is not None:
-                    sink.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-                elif keep_samples:
-                    all_samples.extend(samples)
-                total_gen += result["timings"]["generate_s"]
-                total_check += result["timings"]["check_s"]
+    with contextlib.ExitStack() as stack:
+        journal = stack.enter_context(Journal(folder / JOURNAL_FILE)) if folder else None
+        # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
+        # every sample in memory); the file is renamed into place only when the run is complete.
+        sink = stack.enter_context(open(folder / PARTIAL_SAMPLES, "w", encoding="utf-8")) if folder else None
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score"))
+        for task in task_list:
+            own = (task_settings or {}).get(task.name, {})
+            result, samples = _run_task(task, backend, identity, journal, pool, n=own.get("n", n), seed=seed,
+                                        k=k, temperature=temperature, top_p=top_p, split=split,
+                                        level=own.get("level", level), batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens, check_timeout=check_timeout,
+                                        progress=progress)
+            task_results.append(result)
+            if sink is not None:
+                sink.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+            elif keep_samples:
+                all_samples.extend(samples)
+            total_gen += result["timings"]["generate_s"]
+            total_check += result["timings"]["check_s"]
         if sink is not None:
             sink.flush()
             os.fsync(sink.fileno())
-    finally:
-        if sink is not None:
-            sink.close()
-        if journal is not None:
-            journal.close()
     data = {
         "schema_version": SCHEMA_VERSION, "kind": "evalkit.run", "run_id": run_id, "evalkit_version": __version__,
-        "created_at": created, "finished_at": _now(), "complete": True,
+        "created_at": created, "finished_at": utc_now(), "complete": True,
         "model": {"spec": spec, "identity": identity},
         "settings": settings, "environment": environment(backend), "tasks": task_results,
         "samples_file": None, "samples": None,
@@ -237,16 +217,16 @@ def evaluate(
         "meta": dict(meta or {}),
     }
     record = RunRecord(data)
-    if run_dir:
-        os.replace(samples_tmp, Path(run_dir) / SAMPLES_FILE)
+    if folder:
+        os.replace(folder / PARTIAL_SAMPLES, folder / SAMPLES_FILE)
         data["samples_file"] = SAMPLES_FILE
-        record.save(Path(run_dir))
+        record.save(folder)
     elif keep_samples:
         data["samples"] = all_samples
     return record
 
 
-def _run_task(task: Task, backend: Any, identity: str, journal: Journal | None, pool: ThreadPoolExecutor, *,
+def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, pool: ThreadPoolExecutor, *,
               n: int | None, seed: int, k: int, temperature: float, top_p: float, split: str, level: int | None,
               batch_size: int, max_new_tokens: int | None, check_timeout: float,
               progress: ProgressFn | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -274,15 +254,13 @@ def _run_task(task: Task, backend: Any, identity: str, journal: Journal | None, 
     for lo in range(0, len(pending), chunk):
         batch = pending[lo: lo + chunk]
         t0 = time.perf_counter()
-        if hasattr(backend, "generate_examples"):
+        if isinstance(backend, ExampleGenerator):
             outputs = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
         else:
             outputs = backend.generate([ex.prompt for ex in batch], gen, seed=seed, num_samples=k)
         gen_s += time.perf_counter() - t0
-        st = getattr(backend, "last_stats", None)
-        if st is not None:
-            gen_tokens += st.generated_tokens
-            prompt_tokens += st.prompt_tokens
+        gen_tokens += backend.last_stats.generated_tokens
+        prompt_tokens += backend.last_stats.prompt_tokens
         generated_examples += len(batch)
         t1 = time.perf_counter()
         jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
@@ -300,114 +278,10 @@ def _run_task(task: Task, backend: Any, identity: str, journal: Journal | None, 
         done += len(batch)
         if progress:
             progress(task.name, done, len(examples))
-    samples = [_sample(found[(ex.id, i)]) for ex in examples for i in range(k)]
+    samples = [sample_row(found[(ex.id, i)]) for ex in examples for i in range(k)]
     timings = {"generate_s": round(gen_s, 4), "check_s": round(check_s, 4),
                "examples_per_s": round(generated_examples / gen_s, 2) if gen_s > 0 else 0.0,
                "tokens_per_s": round(gen_tokens / gen_s, 2) if gen_s > 0 else 0.0,
                "generated_tokens": gen_tokens, "prompt_tokens": prompt_tokens,
                "examples_generated": generated_examples, "examples_resumed": len(examples) - generated_examples}
-    return summarize_task(task, gen, level, samples, timings), samples
-
-
-def _sample(entry: dict[str, Any]) -> dict[str, Any]:
-    ex, v = entry["example"], entry["verdict"]
-    return {"task": entry["task"], "example_id": ex["id"], "sample_index": entry["sample_index"],
-            "level": ex.get("level"), "prompt": ex["prompt"], "reference": ex.get("reference"),
-            "output": entry["output"], "answer": entry["answer"], "status": v["status"], "score": v["score"],
-            "reason": v["reason"]}
-
-
-def summarize_task(task: Task, gen: GenerationConfig, level: int | None, samples: list[dict[str, Any]],
-                   timings: dict[str, Any]) -> dict[str, Any]:
-    """Per-task statistics from its samples (pass rate over all samples, pass@k over examples)."""
-    summary = stats.summarize((s["status"], s["score"]) for s in samples)
-    by_example: dict[str, list[bool]] = {}
-    for s in samples:
-        by_example.setdefault(s["example_id"], []).append(s["status"] == "PASS")
-    k = max((len(v) for v in by_example.values()), default=1)
-    pass_at_k = {}
-    for kk in sorted({1, k} | {2**j for j in range(1, 8) if 2**j < k}):
-        pass_at_k[str(kk)] = round(stats.mean_pass_at_k(((len(v), sum(v)) for v in by_example.values()), kk), 6)
-    levels = stats.per_level((s.get("level"), s["status"]) for s in samples)
-    per_level = {("none" if lv is None else str(lv)): r.to_dict() for lv, r in levels.items()}
-    target = task.target
-    return {
-        "name": task.name, "version": task.version, "target": target, "source": task.source, "level": level,
-        "generation": gen.to_dict(), "n_examples": len(by_example), "n_samples": summary.n,
-        "passes": summary.passes, "rate": summary.rate, "low": summary.low, "high": summary.high,
-        "mean_score": summary.mean_score, "errors": summary.errors, "timeouts": summary.timeouts,
-        "pass_at_k": pass_at_k, "per_level": per_level,
-        "meets_target": None if target is None else summary.rate >= target, "timings": timings,
-    }
-
-
-def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_timeout: float = DEFAULT_CHECK_TIMEOUT,
-            registry: Any = None) -> RunRecord:
-    """Re-apply the current checkers to a run's journaled outputs; generates nothing.
-
-    The task's current version and reference are used; the prompts and outputs are the
-    journal's. The run's record.json and samples.jsonl are rewritten.
-    """
-    from evalkit.run.journal import read_journal
-    from evalkit.run.record import load_record
-
-    record = load_record(run)
-    folder = record.path
-    assert folder is not None
-    journal_path = folder / JOURNAL_FILE
-    if not journal_path.is_file():
-        raise ConfigError("run has no journal to rescore from", file=journal_path)
-    entries = {e["key"]: e for e in read_journal(journal_path)}
-    if registry is None:
-        registry_tasks = {t.name: t for t in _resolve_tasks([t["name"] for t in record.tasks], tasks_dir)}
-    else:
-        registry_tasks = {t["name"]: registry.get(t["name"]) for t in record.tasks}
-    old_order = [(s["task"], s["example_id"], s["sample_index"]) for s in record.samples()]
-    by_id = {(e["task"], e["example"]["id"], e["sample_index"]): e for e in entries.values()
-             if e["model"] == record.data["model"]["identity"]}
-    samples_by_task: dict[str, list[dict[str, Any]]] = {}
-    start = time.perf_counter()
-    for name, ex_id, i in old_order:
-        entry = dict(by_id[(name, ex_id, i)])
-        task = registry_tasks[name]
-        stored = entry["example"]
-        ex = task._make(stored["fields"], stored["split"], stored.get("level"))
-        ex = replace(ex, prompt=stored["prompt"])
-        sc = score(task, ex, entry["output"], timeout=check_timeout)
-        entry.update(answer=sc.answer, verdict=sc.verdict.to_dict(), example={**stored, "reference": ex.reference})
-        samples_by_task.setdefault(name, []).append(_sample(entry))
-    check_s = time.perf_counter() - start
-    results, all_samples = [], []
-    for old in record.tasks:
-        task = registry_tasks[old["name"]]
-        gen = GenerationConfig(old["generation"]["max_new_tokens"], tuple(old["generation"]["stop"]),
-                               old["generation"]["temperature"], old["generation"]["top_p"])
-        samples = samples_by_task.get(old["name"], [])
-        timings = {**old["timings"], "check_s": round(check_s, 4)}
-        results.append(summarize_task(task, gen, old.get("level"), samples, timings))
-        all_samples.extend(samples)
-    record.data["tasks"] = results
-    record.data["meta"] = {**record.data.get("meta", {}), "rescored_at": _now()}
-    record.save(folder, samples=all_samples)
-    return record
-
-
-def compare_records(a: RunRecord, b: RunRecord, *, alpha: float = 0.05) -> dict[str, "stats.PairedComparison"]:
-    """Paired comparison of two runs, task by task, on the examples both ran (b relative to a).
-
-    An example passes when any of its samples passes (pass@k with the run's k) — for k = 1
-    runs that is the plain verdict. Uses the exact McNemar test.
-    """
-    def by_example(record: RunRecord) -> dict[str, dict[str, bool]]:
-        out: dict[str, dict[str, bool]] = {}
-        for s in record.samples():
-            d = out.setdefault(s["task"], {})
-            d[s["example_id"]] = d.get(s["example_id"], False) or s["status"] == "PASS"
-        return out
-
-    pa, pb = by_example(a), by_example(b)
-    result = {}
-    for name in sorted(set(pa) & set(pb)):
-        if set(pa[name]) & set(pb[name]):
-            result[name] = stats.paired_compare(pa[name], pb[name], alpha=alpha)
-    return result
+    return task_result(task, gen, level, samples, timings), samples

@@ -148,16 +148,16 @@ def summarize(statuses_and_scores: Iterable[tuple[str | Status, float]]) -> Rate
 
     Args:
         statuses_and_scores: status is ``"PASS"``, ``"FAIL"``, ``"ERROR"`` or ``"TIMEOUT"`` (a
-            :class:`~evalkit.verdict.Status` works too); score is in [0, 1]. Only PASS counts as a pass.
+            :class:`~evalkit.core.verdict.Status` works too); score is in [0, 1]. Only PASS counts as a pass.
 
     Raises:
         ValueError: on an unknown status or a score outside [0, 1].
     """
     n = passes = errors = timeouts = 0
     scores: list[float] = []
-    for status, score in statuses_and_scores:
+    for status, given in statuses_and_scores:
         st = _status(status)
-        score = float(score)
+        score = float(given)
         if not 0.0 <= score <= 1.0:  # also rejects NaN
             raise ValueError(f"score must be in [0, 1], got {score!r}")
         n += 1

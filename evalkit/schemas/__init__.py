@@ -8,17 +8,18 @@ Reading a record or a gate config needs only this module (and jsonschema), not t
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
 
-@lru_cache(maxsize=None)
+
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """A JSON Schema shipped in the package (evalkit/schemas/NAME.schema.json)."""
-    text = resources.files("evalkit").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+    text = resources.files("evalkit").joinpath("schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
