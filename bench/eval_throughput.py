@@ -9,7 +9,7 @@ HF_DATASETS_OFFLINE and TRANSFORMERS_OFFLINE are set before any Hugging Face imp
 lm-eval reads a JSONL file written here). Two comparisons, each at two model sizes:
 
 1. **Per evaluation call, as a training loop pays it** (baseline: lm-eval `simple_evaluate`).
-   `evalkit.runner.evaluate(model=..., tasks=[addition], n=N)` against
+   `evalkit.evaluate(model=..., tasks=[addition], n=N)` against
    `lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, ...), tasks=[a generated
    local task], task_manager=TaskManager(include_path=..., include_defaults=False),
    log_samples=True)` on the same N addition prompts (tasks/addition.py, level 3, eval split,
@@ -307,11 +307,11 @@ def lm_eval_context(sample: dict[str, Any]) -> str | None:
 
 
 def compare_e2e(cfg: Config, size: Size, model: Any, tok: Any, workdir: Path, notes: list[str]) -> list[Row]:
-    from evalkit.run.runner import evaluate
-
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from evalkit.run.runner import evaluate
 
     task = load_addition()
     examples = task.examples("eval", n=cfg.n_e2e, seed=cfg.seed)
@@ -415,8 +415,8 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     from lm_eval.models.huggingface import HFLM
 
     from evalkit.core.extract import cut_at_stop
-    from evalkit.models.hf import HFBackend
     from evalkit.core.task import GenerationConfig
+    from evalkit.models.hf import HFBackend
 
     rng = random.Random(cfg.seed + 3)
     items = [letter_example(rng) for _ in range(cfg.n_gen)]
@@ -425,12 +425,10 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     # Stop-free greedy text of every row: the reference all contenders are checked against.
     full = [o[0] for o in backend.generate(prompts, GenerationConfig(max_new_tokens=cfg.max_new, stop=()))]
     if size.train_steps:
-        mode = "task"
         stops = [(term,) for _, _, term in items]
         exact = sum(1 for (_, letters, term), f in zip(items, full) if f.startswith(letters + term))
         mode_note = f"task stops (the prompt's terminator); exact answers {exact}/{len(items)}"
     else:
-        mode = "derived"
         stops = derive_stops(full, cfg.max_new, cfg.seed)
         chars = sorted({s[0] for s in stops})
         mode_note = f"derived stops {chars!r}"
@@ -475,9 +473,8 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
                 seqs = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                       max_new_tokens=cfg.max_new, do_sample=False, pad_token_id=tok.pad_token_id)
                 for i, row in zip(idx, seqs[:, enc["input_ids"].shape[1]:].tolist()):
-                    if eos in row:
-                        row = row[:row.index(eos)]
-                    out[i] = cut_at_stop(tok.decode(row, skip_special_tokens=True), stops[i])
+                    kept = row[:row.index(eos)] if eos in row else row
+                    out[i] = cut_at_stop(tok.decode(kept, skip_special_tokens=True), stops[i])
         return out
 
     res = race({"evalkit": run_evalkit, "hflm": run_hflm, "raw": run_raw}, cfg.reps)
@@ -488,7 +485,8 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     notes.append(f"[{size.name}] generation core: {n} letter-range prompts, batch {cfg.batch_size}, "
                  f"max_new_tokens {cfg.max_new}, {mode_note}, {len(groups)} stop groups; needed tokens per row "
                  f"min {lengths[0]} / median {statistics.median(lengths):g} / max {lengths[-1]}, "
-                 f"{capped} rows run to the cap, {tokens} tokens in all; agreement with the stop-free greedy pass cut at each row's "
+                 f"{capped} rows run to the cap, {tokens} tokens in all; "
+                 "agreement with the stop-free greedy pass cut at each row's "
                  f"stop: " + ", ".join(f"{k} {v}/{n}" for k, v in agree.items()))
     for k in res:
         bad = [(prompts[i], res[k].result[i], reference[i]) for i in range(n) if res[k].result[i] != reference[i]]

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from evalkit.train.loop import finetune
+    from evalkit.train import finetune
 
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="evalkit-bench-ei-") as tmp:

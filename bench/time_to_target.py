@@ -6,7 +6,7 @@ calls `lm_eval.simple_evaluate` (HFLM wrapping the in-memory model, the task exp
 `evalkit export lm-eval`, the same held-out examples) and stops when the pass rate has met the
 target on `eval.confirm` consecutive evaluations — the same rule evalkit's loop applies.
 
-Contender: `evalkit.finetune(recipe)` — the same Trainer underneath, evaluating with the
+Contender: `evalkit.train.finetune(recipe)` — the same Trainer underneath, evaluating with the
 in-memory runner.
 
 Printed: wall-clock seconds to target for both and the ratio (goal <= 0.5x), the step each
@@ -51,7 +51,7 @@ def matmul_flops(seconds: float = 1.0, n: int = 512) -> float:
 
 def evalkit_run(recipe: Path, tasks_dir: Path, out: Path) -> dict:
     from evalkit.discovery.registry import discover
-    from evalkit.train.loop import finetune
+    from evalkit.train import finetune
 
     registry = discover([tasks_dir], entry_points=False)
     start = time.perf_counter()
@@ -74,10 +74,10 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from evalkit.discovery.registry import discover
-    from evalkit.train.loop import _build_model
     from evalkit.lmeval.export import export_tasks
-    from evalkit.train.recipe import load_recipe
+    from evalkit.train.common import build_model
     from evalkit.train.data import CompletionCollator, build_training_rows, tokenize_rows
+    from evalkit.train.recipe import load_recipe
 
     start = time.perf_counter()
     recipe = load_recipe(recipe_path)
@@ -88,7 +88,7 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path) -> dict:
     task = registry.get(target.task)
     eval_examples = task.examples("eval", n=target.n or recipe.eval_n, seed=recipe.eval_seed, level=target.level)
     rows, _ = build_training_rows(recipe, registry, eval_examples, count_tokens=lambda s: len(s) + 1)
-    model, tok = _build_model(recipe, out, rows, resume=False)
+    model, tok = build_model(recipe, out, rows, resume=False)
     export_tasks([task], out / "lm_tasks", n=target.n or recipe.eval_n, seed=recipe.eval_seed, level=target.level)
     manager = TaskManager(include_path=str(out / "lm_tasks"), include_defaults=False)
     goal = target.target
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.quick:
-        recipe, tasks_dir = REPO / "tests" / "fixtures" / "ft" / "quick.yaml", REPO / "tests" / "fixtures" / "ft" / "tasks.py"
+        fixtures = REPO / "tests" / "fixtures" / "ft"
+        recipe, tasks_dir = fixtures / "quick.yaml", fixtures / "tasks.py"
     else:
         recipe, tasks_dir = REPO / "finetune" / "addition.yaml", REPO / "tasks"
     from transformers.utils import logging as hf_logging
@@ -148,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.models.huggingface import HFLM  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
-    import evalkit.train.loop  # noqa: F401
     import evalkit.reports  # noqa: F401
+    import evalkit.train.sft  # noqa: F401
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         ours = evalkit_run(recipe, tasks_dir, tmp / "evalkit")
         theirs = baseline_run(recipe, tasks_dir, tmp / "baseline")
         # Training throughput: tokens the model trained on per second of evalkit's run.
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     mfu = 6 * params * tok_s / peak
     ratio = ours["wall_s"] / theirs["wall_s"]
     lines = [
-        f"| contender | met | step | evaluations | wall s | ratio |",
-        f"|---|---|---|---|---|---|",
+        "| contender | met | step | evaluations | wall s | ratio |",
+        "|---|---|---|---|---|---|",
         f"| evalkit finetune | {ours['met']} | {ours['step']} | {ours['evals']} | {ours['wall_s']:.1f} | "
         f"{ratio:.2f}x (goal <= 0.5x: {'PASS' if ratio <= 0.5 else 'ABOVE'}) |",
         f"| Trainer + lm-eval simple_evaluate | {theirs['met']} | {theirs['step']} | {theirs['evals']} | "

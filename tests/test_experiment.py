@@ -15,15 +15,25 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 from rich.console import Console
 
 from evalkit import ConfigError
-from evalkit.experiment import trials as rx
 from evalkit.discovery.registry import discover
-from evalkit.experiment.plan import (HELPS, HURTS, NO_DIFFERENCE, LadderPoint, StopRule, TrialPlan, ablation_verdicts,
-                                decide_ladder, load_experiment, run_experiment)
-
-from conftest import FIXTURES
+from evalkit.experiment import measure
+from evalkit.experiment import trials as rx
+from evalkit.experiment.plan import (
+    HELPS,
+    HURTS,
+    NO_DIFFERENCE,
+    LadderPoint,
+    StopRule,
+    TrialPlan,
+    ablation_verdicts,
+    decide_ladder,
+    load_experiment,
+)
+from evalkit.experiment.runner import run_experiment
 
 FT = FIXTURES / "ft"
 TASKS = rx.TaskSource((str(FT / "tasks.py"),), entry_points=False)
@@ -179,15 +189,19 @@ def synthetic_record(folder: Path | None, share: float, *, n: int = 120, history
     meta = {"training": {"history": history or [{"step": 10, "all_met": False, "wall_s": 1.0, "rates": {}}],
                          "targets": {"initials": {"target": 0.9, "on": "rate"}}, "best_step": 10,
                          "stopped_because": "step budget of 10 steps used"}}
-    return evaluate(backend=PythonCallableBackend(answer, identity=f"share-{share}"), tasks=[registry().get("initials")],
+    return evaluate(backend=PythonCallableBackend(answer, identity=f"share-{share}"),
+                    tasks=[registry().get("initials")],
                     n=n, run_dir=folder, meta=meta)
 
 
 def test_ablation_verdicts_from_the_paired_test():
     full = synthetic_record(None, 0.5)
-    variants = {"without-good": (TrialPlan("without-good", {}, role="without", source="good"), synthetic_record(None, 0.1)),
-                "without-bad": (TrialPlan("without-bad", {}, role="without", source="bad"), synthetic_record(None, 0.9)),
-                "without-meh": (TrialPlan("without-meh", {}, role="without", source="meh"), synthetic_record(None, 0.52)),
+    def without(source):
+        return TrialPlan(f"without-{source}", {}, role="without", source=source)
+
+    variants = {"without-good": (without("good"), synthetic_record(None, 0.1)),
+                "without-bad": (without("bad"), synthetic_record(None, 0.9)),
+                "without-meh": (without("meh"), synthetic_record(None, 0.52)),
                 "reweighted": (TrialPlan("reweighted", {}, role="weights"), synthetic_record(None, 0.2))}
     out = {v["trial"]: v for v in ablation_verdicts(full, variants)}
     assert out["without-good"]["verdict"] == HELPS and out["without-bad"]["verdict"] == HURTS
@@ -201,9 +215,9 @@ def test_compute_estimate_counts_parameters_from_safetensors_headers(tmp_path):
               "b.bias": {"dtype": "F32", "shape": [5], "data_offsets": [48, 68]}, "__metadata__": {"format": "pt"}}
     raw = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(68))
-    assert rx.count_params(tmp_path) == 17
-    assert rx.training_flops(17, 17, 1000) == 6 * 17 * 1000  # full fine-tuning: 6 N T
-    assert rx.training_flops(100, 10, 1000) == (4 * 100 + 2 * 10) * 1000  # LoRA: backward weight grads of 10
+    assert measure.count_params(tmp_path) == 17
+    assert measure.training_flops(17, 17, 1000) == 6 * 17 * 1000  # full fine-tuning: 6 N T
+    assert measure.training_flops(100, 10, 1000) == (4 * 100 + 2 * 10) * 1000  # LoRA: backward weight grads of 10
 
 
 # -- experiment files ----------------------------------------------------------------------------------------
@@ -231,7 +245,8 @@ def test_experiment_errors_name_the_field(tmp_path, edit, field, expect):
 
 
 @pytest.mark.parametrize("edit,field,expect", [
-    (("ablation:", "ablation:\n  leave_one_out: [initials, nope]"), "ablation.leave_one_out.1", "no data source 'nope'"),
+    (("ablation:", "ablation:\n  leave_one_out: [initials, nope]"), "ablation.leave_one_out.1",
+     "no data source 'nope'"),
     (("{zap: 0.25}", "{zapp: 0.25}"), "ablation.weights.0.weights.zapp", "no data source 'zapp'"),
     (("{zap: 0.25}", "{zap: 0}"), "ablation.weights.0.weights.zap", "less than or equal to the minimum of 0"),
 ])
@@ -279,11 +294,11 @@ def fake_trial(calls):
         folder = Path(spec["output"])
         synthetic_record(folder, SHARES[spec["name"]], n=200)
         i = "abc".index(spec["name"])
-        info = {"config_hash": rx.config_hash(Path(spec["recipe"]), spec["overrides"]), "params": 1000 * 4**i,
+        info = {"config_hash": measure.config_hash(Path(spec["recipe"]), spec["overrides"]), "params": 1000 * 4**i,
                 "trainable_params": 1000 * 4**i, "tokens": 10_000, "flops": 6e7 * 4**i, "wall_s": 1.0 + i,
                 "targets_met": False}
-        (folder / rx.TRIAL_FILE).write_text(json.dumps(info))
-        return rx.trial_result(folder, info)
+        (folder / measure.TRIAL_FILE).write_text(json.dumps(info))
+        return measure.trial_result(folder, info)
     return run
 
 
@@ -345,7 +360,7 @@ def test_ladder_stop_skips_the_rest(tmp_path, monkeypatch):
 def _cli(*args, env=None, cwd=None, timeout=600):
     env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, check=False)
 
 
 def _check_compute(trial: dict) -> None:
@@ -439,17 +454,18 @@ def test_ablation_summary_and_reports_with_trials_simulated(tmp_path, monkeypatc
     def run(spec, registry=None, display=None):
         folder = Path(spec["output"])
         synthetic_record(folder, shares[spec["name"]], n=200)
-        info = {"config_hash": rx.config_hash(Path(spec["recipe"]), spec["overrides"]), "params": 1000,
+        info = {"config_hash": measure.config_hash(Path(spec["recipe"]), spec["overrides"]), "params": 1000,
                 "trainable_params": 1000, "tokens": 10_000, "flops": 6e7, "wall_s": 1.0,
                 "steps": 40 if spec["name"] == "less-zap" else 60, "targets_met": False}
-        (folder / rx.TRIAL_FILE).write_text(json.dumps(info))
-        return rx.trial_result(folder, info)
+        (folder / measure.TRIAL_FILE).write_text(json.dumps(info))
+        return measure.trial_result(folder, info)
 
     monkeypatch.setattr(rx, "run_trial", run)
     summary = run_experiment(project(tmp_path, ABLATION), registry=registry(), tasks=TASKS)
     verdicts = {v["trial"]: v["verdict"] for v in summary["ablation"]["verdicts"]}
     assert verdicts == {"without-initials": HELPS, "without-zap": HURTS, "less-zap": NO_DIFFERENCE}
-    assert "different numbers of steps" in summary["ablation"]["warning"] and "less-zap 40" in summary["ablation"]["warning"]
+    warning = summary["ablation"]["warning"]
+    assert "different numbers of steps" in warning and "less-zap 40" in warning
     from evalkit.experiment.report import render_terminal
 
     console = Console(file=io.StringIO(), width=100)

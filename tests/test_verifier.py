@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from evalkit import ConfigError, ExitCode
-from evalkit.train.curriculum import Curriculum, LevelRule
 from evalkit.discovery.registry import discover
+from evalkit.train.curriculum import Curriculum, LevelRule
 from evalkit.train.recipe import load_recipe
-from evalkit.train.verifier import Baseline, BaselineRefused, build_curriculum, judge_baseline, select_samples
+from evalkit.train.verify import Baseline, BaselineRefused, build_curriculum, judge_baseline, select_samples
 
 # Checker-only tasks (no reference solver anywhere): the verifier modes need nothing else.
 TASKS = textwrap.dedent('''
@@ -200,7 +200,7 @@ pytest.importorskip("transformers")
 
 
 def _finetune(path: Path, project: Path, **kw):
-    from evalkit.train.loop import finetune
+    from evalkit.train import finetune
 
     return finetune(path, output=project / "out", registry=registry(project), **kw)
 

@@ -15,8 +15,11 @@ An experiment file (schema: evalkit/schemas/experiment.schema.json) names a base
   test (exact McNemar) on the same held-out examples (see `ablation_verdicts`).
 
 Every trial is an ordinary fine-tune run (`finetune(recipe, overrides=...)`). Compute per trial
-(documented in `_experiment_run.measure_trial`): parameters counted from the exported weights; tokens
+(documented in `evalkit.experiment.measure`): parameters counted from the exported weights; tokens
 = steps × rows per step × mean tokens per training row; FLOPs ≈ 6 × parameters × tokens.
+
+This module is the plan and the decisions (pure: no training here); `runner.run_experiment` runs the
+trials (`trials`: in this process, in processes, on Ray), `summary` compares them, `report` draws them.
 
 Experiment folder (default `reports/<experiment name>/`):
     trials/<trial>/       an ordinary fine-tune output (record.json, report.html, model/, evals/, ...)
@@ -27,18 +30,13 @@ Experiment folder (default `reports/<experiment name>/`):
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import ConfigError, ExitCode
+from evalkit.errors import ConfigError
 
-SUMMARY_VERSION = 1
 # Pass-rate verdicts of the paired test (stats.PairedComparison.verdict), as seen from the source left out.
 HELPS, HURTS, NO_DIFFERENCE = "helps", "hurts", "no significant difference"
 
@@ -121,8 +119,8 @@ def _check_recipe(exp_file: Path, recipe: Path, overrides: dict[str, Any], where
 def load_experiment(path: Path | str) -> Experiment:
     """Read and validate an experiment file and every trial's recipe; ConfigError naming file and field."""
     from evalkit._yaml import read_yaml
-    from evalkit.train.recipe import deep_merge, load_recipe
     from evalkit.schemas import validate
+    from evalkit.train.recipe import deep_merge, load_recipe
 
     path = Path(path).resolve()
     data = read_yaml(path, "experiment file")
@@ -212,11 +210,11 @@ def _ablation_trials(path: Path, spec: dict[str, Any], base: Any) -> list[TrialP
                                 source=name, change=f"without {name}"))
     for i, variant in enumerate(spec.get("weights") or []):
         sources = []
-        for src, n in zip(raw_sources, names):
-            src = dict(src)
+        for raw, n in zip(raw_sources, names):
+            source = dict(raw)
             if n in variant["weights"]:
-                src["weight"] = variant["weights"][n]
-            sources.append(src)
+                source["weight"] = variant["weights"][n]
+            sources.append(source)
         unknown = sorted(set(variant["weights"]) - set(names))
         if unknown:
             raise ConfigError(f"no data source {unknown[0]!r} in the recipe; sources: {', '.join(names)}", file=path,
@@ -365,195 +363,5 @@ def ablation_verdicts(full: Any, variants: dict[str, tuple[TrialPlan, Any]], alp
     return out
 
 
-# -- running ---------------------------------------------------------------------------------------------
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def experiment_folder(exp: Experiment, output: Path | None = None) -> Path:
-    from evalkit.config import load_config
-
-    config = load_config()
-    folder = Path(output) if output else (config.root / exp.output if exp.output else config.reports / exp.name)
-    return folder.resolve()
-
-
-def run_experiment(path: Path | str, *, registry: Any = None, tasks: Any = None, jobs: int | None = None,
-                   ray_address: str | None = None, resume: bool = False, force: bool = False,
-                   output: Path | None = None, console: Any = None, display_factory: Any = None,
-                   ) -> dict[str, Any]:
-    """Run (or resume) an experiment; returns the summary (also written to summary.json/.md/.html).
-
-    Args:
-        registry: where tasks are looked up in this process (default: the project's task folders).
-        tasks: how trial processes find the tasks: `_experiment_run.TaskSource` (default: the project's).
-        jobs: trials at a time (default 1; with Ray, the cluster's CPUs); above 1, each trial runs in its
-            own process with cores // jobs torch threads.
-        ray_address: run each trial as a Ray task on this cluster (needs the folder on shared storage).
-        resume: keep finished trials (a complete record.json) and continue the others from their checkpoints.
-        force: delete the experiment folder first.
-        console: a rich Console for progress lines (None: quiet).
-        display_factory: in-process runs only: called with the trial name, returns a fine-tune display.
-    """
-    from evalkit.experiment import trials as rx
-
-    exp = load_experiment(path)
-    folder = experiment_folder(exp, output)
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}", field="--jobs")
-    source = tasks or rx.TaskSource.from_project()
-    if registry is None:
-        registry = source.registry()
-    started = (folder / "summary.json").exists() or (folder / "trials").is_dir()
-    if started and force:
-        shutil.rmtree(folder)
-    elif started and not resume:
-        raise ConfigError(f"{folder} already holds this experiment; pass --resume to continue it (finished trials "
-                          "are kept) or --force to start over", file=exp.file, field="output")
-    (folder / "trials").mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    for plan in exp.trials:  # finished trials: read, never re-run
-        trial_dir = folder / "trials" / plan.name
-        if (trial_dir / "record.json").is_file():
-            results[plan.name] = rx.finished_trial(trial_dir, exp.recipe, plan, registry, exp.file)
-    pool = rx.make_pool(jobs=jobs, ray_address=ray_address, registry=registry,
-                        display_factory=display_factory)
-    summary = build_summary(exp, folder, results, executor=pool.describe())
-    write_summary(folder, summary)
-
-    def may_start() -> bool:
-        return not (exp.kind == "ladder" and summary["ladder"]["decision"]["stop"])
-
-    def on_done(plan: TrialPlan, result: dict[str, Any]) -> None:
-        nonlocal summary
-        results[plan.name] = result
-        summary = build_summary(exp, folder, results, executor=pool.describe())
-        write_summary(folder, summary)
-        if console is not None:
-            _progress_line(console, plan, result)
-
-    todo = [p for p in exp.trials if p.name not in results]
-    specs = [rx.trial_spec(plan, exp.recipe, folder / "trials" / plan.name, source) for plan in todo]
-    if console is not None and todo:
-        console.print(f"[bold]{exp.name}[/]: {len(exp.trials)} trials ({len(exp.trials) - len(todo)} finished "
-                      f"before), {pool.describe()}", highlight=False)
-    start = time.monotonic()
-    rx.schedule(list(zip(todo, specs)), pool, may_start=may_start, on_done=on_done)  # closes the pool on errors
-    pool.close()
-    summary["elapsed_s"] = round(time.monotonic() - start, 2)
-    write_summary(folder, summary, final=True)
-    return summary
-
-
-def _progress_line(console: Any, plan: TrialPlan, result: dict[str, Any]) -> None:
-    from evalkit._text import safe_text
-
-    if result.get("status") != "done":
-        console.print(safe_text(f"  {plan.name}: FAILED: {result.get('error')}", 600, style="red"))
-        return
-    rates = ", ".join(f"{t} {r['rate']:.1%}" for t, r in result.get("rates", {}).items())
-    flops = "—" if result.get("flops") is None else f"{result['flops']:.3g}"
-    console.print(f"  {plan.name}: {rates} · {result['params'] / 1e6:.2f}M params · {flops} FLOPs · "
-                  f"{result['wall_s']:.0f}s", highlight=False)
-
-
-def build_summary(exp: Experiment, folder: Path, results: dict[str, dict[str, Any]], *, executor: str,
-                  ) -> dict[str, Any]:
-    """The summary document: every trial in plan order (links relative to the folder) and the analysis."""
-    from evalkit.run.record import load_record
-
-    trials = []
-    for i, plan in enumerate(exp.trials):
-        r = dict(results.get(plan.name) or {"status": "pending"})
-        r.update(name=plan.name, index=i, value=plan.value, role=plan.role or None, source=plan.source,
-                 change=plan.change or None, overrides=plan.overrides)
-        if r["status"] == "done":
-            r["record"] = f"trials/{plan.name}/record.json"
-            r["report"] = f"trials/{plan.name}/report.html"
-        trials.append(r)
-    doc: dict[str, Any] = {"schema_version": SUMMARY_VERSION, "kind": f"evalkit.experiment.{exp.kind}",
-                           "experiment": exp.name, "description": exp.description, "file": str(exp.file),
-                           "recipe": str(exp.recipe), "folder": str(folder), "updated_at": _now(),
-                           "executor": executor, "axis": exp.axis, "trials": trials}
-    records = {t["name"]: load_record(folder / t["record"]) for t in trials if t["status"] == "done"}
-    if exp.kind == "ladder":
-        doc["ladder"] = _ladder_summary(exp, trials, records)
-    else:
-        doc["ablation"] = _ablation_summary(exp, trials, records)
-    return doc
-
-
-def _ladder_summary(exp: Experiment, trials: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, Any]:
-    from evalkit.run.runner import compare_records
-
-    rule = exp.stop
-    assert rule is not None
-    points: list[LadderPoint] = []
-    for t in trials:  # the contiguous finished prefix, in plan order
-        if t["status"] == "pending":
-            break
-        if t["status"] != "done":
-            points.append(LadderPoint(t["name"], 0.0, 0.0, failed=t.get("error") or "unknown error"))
-            break
-        measured = [r["low"] if rule.measure == "lower_bound" else r["rate"] for r in t["rates"].values()]
-        cost = {"flops": t["flops"], "wall_s": t["wall_s"], "axis": t.get("value") or 0.0}[rule.cost]
-        better = p_value = None
-        if points:
-            comps = compare_records(records[points[-1].name], records[t["name"]], alpha=rule.alpha)
-            if comps:
-                better = any(c.verdict == "better" for c in comps.values()) and \
-                    not any(c.verdict == "worse" for c in comps.values())
-                p_value = min(c.p_value for c in comps.values())
-                t["paired_vs_previous"] = {k: c.to_dict() for k, c in comps.items()}
-        t["measured"] = sum(measured) / len(measured) if measured else 0.0
-        points.append(LadderPoint(t["name"], t["measured"], float(cost), bool(t.get("targets_met")), None,
-                                  better, p_value))
-    label = {"flops": "training FLOPs", "wall_s": "wall time", "axis": exp.axis}[rule.cost]
-    decision = decide_ladder(points, rule, planned=len(trials), cost_label=label)
-    names = [t["name"] for t in trials]
-    if decision.stop and decision.stopped_at in names:
-        for t in trials[names.index(decision.stopped_at) + 1:]:
-            if t["status"] == "done":
-                t["after_stop"] = True  # ran in parallel before the stop was known; not part of the decision
-    return {"stop_rule": rule.__dict__, "decision": decision.to_dict()}
-
-
-def _ablation_summary(exp: Experiment, trials: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, Any]:
-    plans = {p.name: p for p in exp.trials}
-    full = next((t for t in trials if t["role"] == "full"), None)
-    verdicts: list[dict[str, Any]] = []
-    if full is not None and full["name"] in records:
-        variants = {t["name"]: (plans[t["name"]], records[t["name"]]) for t in trials
-                    if t["role"] != "full" and t["name"] in records}
-        verdicts = ablation_verdicts(records[full["name"]], variants, exp.alpha)
-    complete = all(t["status"] != "pending" for t in trials)
-    out = {"alpha": exp.alpha, "baseline": "full", "complete": complete, "verdicts": verdicts}
-    steps = {t["name"]: t.get("steps") for t in trials if t["status"] == "done"}
-    if len(set(steps.values())) > 1:  # e.g. budget.max_minutes ended some trials early
-        out["warning"] = ("the trials trained different numbers of steps (" + ", ".join(
-            f"{k} {v}" for k, v in steps.items()) + "): the comparison is not at an equal budget")
-    return out
-
-
-def write_summary(folder: Path, summary: dict[str, Any], *, final: bool = False) -> None:
-    """summary.json (atomically) always; summary.md and summary.html too when `final`."""
-    from evalkit.experiment.report import render_html, render_markdown
-    from evalkit.run.record import _atomic_write
-
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-    if final:
-        _atomic_write(folder / "summary.md", render_markdown(summary))
-        _atomic_write(folder / "summary.html", render_html(summary))
-
-
-def exit_code(summary: dict[str, Any]) -> ExitCode:
-    """0 when every trial the experiment needed finished; 3 when one failed (an internal error)."""
-    failed = any(t["status"] == "failed" for t in summary["trials"])
-    return ExitCode.INTERNAL if failed else ExitCode.OK
-
-
-__all__ = ["Experiment", "StopRule", "TrialPlan", "LadderPoint", "LadderDecision", "load_experiment",
-           "decide_ladder", "ablation_verdicts", "source_verdict", "run_experiment", "build_summary", "exit_code",
-           "HELPS", "HURTS", "NO_DIFFERENCE"]
+__all__ = ["HELPS", "HURTS", "NO_DIFFERENCE", "Experiment", "LadderDecision", "LadderPoint", "StopRule", "TrialPlan",
+           "ablation_verdicts", "decide_ladder", "load_experiment", "source_verdict"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from evalkit._text import safe_text
@@ -161,12 +162,6 @@ def _ladder_terminal(summary: dict[str, Any], console: Console) -> None:
         console.print("[bold]no recommendation[/] —", safe_text(d["reason"], 1000))
 
 
-def escape_markup(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
-
-
 def _ablation_terminal(summary: dict[str, Any], console: Console) -> None:
     ab = summary["ablation"]
     by_trial = {v["trial"]: v for v in ab["verdicts"]}
@@ -273,7 +268,7 @@ def _e(value: Any) -> str:
 
 def render_html(summary: dict[str, Any]) -> str:
     """One self-contained page (inline CSS and SVG; no script, nothing fetched)."""
-    from evalkit.reports._html_assets import CSS
+    from evalkit.reports.html_assets import CSS
 
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
     body = [f'<header class="top"><div class="wrap"><div class="brand">evalkit experiment</div>'
@@ -297,7 +292,7 @@ def _links(t: dict[str, Any]) -> str:
 
 
 def _ladder_html(summary: dict[str, Any]) -> list[str]:
-    from evalkit.reports._charts import PALETTE, Series, line_chart, mini_bar
+    from evalkit.reports.charts import PALETTE, Series, line_chart, mini_bar
 
     tasks, steps = _tasks(summary), _steps(summary)
     d = summary["ladder"]["decision"]
@@ -364,7 +359,7 @@ def _ladder_html(summary: dict[str, Any]) -> list[str]:
 
 
 def _ablation_html(summary: dict[str, Any]) -> list[str]:
-    from evalkit.reports._charts import mini_bar
+    from evalkit.reports.charts import mini_bar
 
     ab = summary["ablation"]
     by_trial = {v["trial"]: v for v in ab["verdicts"]}

@@ -112,4 +112,4 @@ class Curriculum:
                 "changes": [c.to_dict() for c in self.changes]}
 
 
-__all__ = ["Curriculum", "LevelRule", "LevelChange", "DEFAULT_RISE", "DEFAULT_FALL"]
+__all__ = ["DEFAULT_FALL", "DEFAULT_RISE", "Curriculum", "LevelChange", "LevelRule"]

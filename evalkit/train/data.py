@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalkit.errors import ConfigError
 from evalkit.core.example import Example
-from evalkit.train.recipe import Recipe
 from evalkit.core.scoring import score
+from evalkit.errors import ConfigError
+from evalkit.train.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class DataReport:
                 "contamination_left": self.contamination_left}
 
 
-def _norm(text: str) -> str:
+def normalize_prompt(text: str) -> str:
+    """The form in which prompts are compared (contamination guard, near duplicates, held-out prompts):
+    casefolded, every run of non-word characters one space, stripped."""
     return re.sub(r"[^\w]+", " ", text.casefold()).strip()
 
 
@@ -127,7 +129,7 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
         kept = []
         for r in rows:
             key = (r.prompt, r.completion)
-            near = _norm(r.prompt + "\x00" + r.completion)
+            near = normalize_prompt(r.prompt + "\x00" + r.completion)
             if f["dedupe"] and key in seen_exact:
                 report.remove("exact duplicate", name)
             elif f["near_dedupe"] and near in seen_near:
@@ -139,9 +141,10 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
         pools[name] = kept
     # Contamination guard: no eval example (same id) or eval prompt (normalised) may be trained on.
     eval_ids = {e.id for e in eval_examples}
-    eval_prompts = {_norm(e.prompt) for e in eval_examples}
+    eval_prompts = {normalize_prompt(e.prompt) for e in eval_examples}
     for name, rows in pools.items():
-        clean = [r for r in rows if r.example_id not in eval_ids and _norm(r.prompt) not in eval_prompts]
+        clean = [r for r in rows
+                 if r.example_id not in eval_ids and normalize_prompt(r.prompt) not in eval_prompts]
         found = len(rows) - len(clean)
         if found:
             report.contamination_found += found
@@ -151,7 +154,8 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
             report.remove("contamination (eval overlap)", name, found)
         pools[name] = clean
     rows = _mix(recipe, pools, report)
-    report.contamination_left = sum(1 for r in rows if r.example_id in eval_ids or _norm(r.prompt) in eval_prompts)
+    report.contamination_left = sum(1 for r in rows
+                                    if r.example_id in eval_ids or normalize_prompt(r.prompt) in eval_prompts)
     if report.contamination_left:  # cannot happen: the guard above removed them; never train on eval data
         raise RuntimeError("contamination guard failed")
     if not rows:

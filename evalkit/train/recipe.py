@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from evalkit.errors import ConfigError
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -15,7 +14,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 FILTER_DEFAULTS: dict[str, Any] = {"dedupe": True, "near_dedupe": True, "min_chars": 1, "max_tokens": None,
                                    "verify_reference": True}
-MODES = ("sft", "expert_iteration", "grpo")
 EXPERT_ITERATION_DEFAULTS: dict[str, Any] = {
     "rounds": 10, "k": 8, "temperature": 1.0, "top_p": 1.0, "prompts_per_round": 256, "cap_per_prompt": 2,
     "steps_per_round": 50, "lr": None, "warmup_steps": 0, "accumulate": True,
@@ -63,7 +61,7 @@ class Recipe:
     max_minutes: float | None
     output: Path | None
     raw: dict[str, Any] = field(default_factory=dict)
-    mode: str = "sft"
+    mode: str = "sft"  # or "expert_iteration", "grpo" (the schema checks it): which file trains it
     warm_start: dict[str, Any] = field(default_factory=dict)  # {"steps": N} and/or {"model": PATH}
     expert_iteration: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
@@ -73,11 +71,6 @@ class Recipe:
     @property
     def base_is_scratch(self) -> bool:
         return self.model["base"] == "scratch"
-
-    @property
-    def verifier_only(self) -> bool:
-        """Expert iteration or GRPO: the task checkers supervise training (see evalkit.verifier)."""
-        return self.mode != "sft"
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +91,8 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         overrides: merged into the YAML before validation (e.g. {"model": {"hidden": 64}}):
             how experiments derive trials from a base recipe.
     """
-    from evalkit.schemas import validate
-
     from evalkit._yaml import read_yaml
+    from evalkit.schemas import validate
 
     path = Path(path).resolve()
     data = read_yaml(path, "recipe")
@@ -133,8 +125,8 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
             warm_start["model"] = str(base)
     data.setdefault("data", {"sources": []})
     sources = []
-    for i, src in enumerate(data["data"]["sources"]):
-        src = dict(src)
+    for i, raw in enumerate(data["data"]["sources"]):
+        src = dict(raw)
         if "jsonl" in src:
             src["jsonl"] = str((path.parent / src["jsonl"]).resolve())
             if not Path(src["jsonl"]).is_file():
