@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from evalkit.run import stats
 from evalkit.errors import ConfigError, ExitCode
+from evalkit.reports import render_gate_junit, render_gate_markdown
 from evalkit.run.record import RunRecord, load_record
+from evalkit.run.stats import PairedComparison
 
 # Which outcome wins when several tasks fail differently: the most severe first.
 _SEVERITY = [ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_TESTS, ExitCode.FAILED, ExitCode.OK]
@@ -136,7 +136,7 @@ def judge(record: RunRecord, config: GateConfig) -> GateResult:
 
 
 def _judge_task(t: dict[str, Any], rule: Rule, baseline_error: str | None,
-                comparison: "stats.PairedComparison | None", has_baseline: bool) -> TaskOutcome:
+                comparison: PairedComparison | None, has_baseline: bool) -> TaskOutcome:
     name, n = t["name"], t["n_samples"]
     if n == 0:
         return TaskOutcome(name, ExitCode.NO_TESTS, ("zero examples were evaluated",))
@@ -149,14 +149,14 @@ def _judge_task(t: dict[str, Any], rule: Rule, baseline_error: str | None,
     else:
         measured, what = (low, "95% lower bound") if rule.use_lower_bound else (rate, "pass rate")
         if measured + 1e-12 < threshold:
-            problems.append((ExitCode.FAILED, f"{what} {measured:.1%} < {threshold:.1%} "
-                                              f"(rate {rate:.1%}, 95% CI {low:.1%}–{high:.1%}, n={n})"))
+            problems.append((ExitCode.FAILED, (f"{what} {measured:.1%} < {threshold:.1%} "
+                                               f"(rate {rate:.1%}, 95% CI {low:.1%}–{high:.1%}, n={n})")))
         else:
             notes.append(f"{what} {measured:.1%} >= {threshold:.1%} (95% CI {low:.1%}–{high:.1%}, n={n})")
     bad = t["errors"] + t["timeouts"]
     if bad / n > rule.max_error_rate + 1e-12:
-        problems.append((ExitCode.FAILED, f"{t['errors']} errors + {t['timeouts']} timeouts = {bad / n:.1%} of "
-                                          f"samples > allowed {rule.max_error_rate:.1%}"))
+        problems.append((ExitCode.FAILED, (f"{t['errors']} errors + {t['timeouts']} timeouts = {bad / n:.1%} of "
+                                           f"samples > allowed {rule.max_error_rate:.1%}")))
     check_regression = rule.no_regression if rule.no_regression is not None else has_baseline
     if check_regression:
         if baseline_error:
@@ -166,9 +166,9 @@ def _judge_task(t: dict[str, Any], rule: Rule, baseline_error: str | None,
         elif comparison is None:
             problems.append((ExitCode.FAILED, "baseline shares no examples of this task with the run"))
         elif comparison.verdict == "worse":
-            problems.append((ExitCode.FAILED, f"significant regression vs baseline: {comparison.rate_a:.1%} → "
-                                              f"{comparison.rate_b:.1%} (p={comparison.p_value:.3g}, "
-                                              f"{comparison.only_a} newly failing)"))
+            problems.append((ExitCode.FAILED, (f"significant regression vs baseline: {comparison.rate_a:.1%} → "
+                                               f"{comparison.rate_b:.1%} (p={comparison.p_value:.3g}, "
+                                               f"{comparison.only_a} newly failing)")))
         else:
             notes.append(f"vs baseline: {comparison.verdict} ({comparison.rate_a:.1%} → {comparison.rate_b:.1%}, "
                          f"p={comparison.p_value:.3g})")
@@ -184,33 +184,10 @@ def default_config_for(record: RunRecord) -> GateConfig:
 
 
 def to_markdown(result: GateResult) -> str:
-    mark = "✅ passed" if result.passed else f"❌ failed (exit {int(result.exit_code)})"
-    lines = [f"## evalkit gate: {mark}", "", f"Run `{result.run_id}`, rules from `{result.source}`.", "",
-             "| task | result | pass rate | 95% CI | threshold | why |", "|---|---|---|---|---|---|"]
-    for o in result.outcomes:
-        rate = "—" if o.rate is None else f"{o.rate:.1%}"
-        ci = "—" if o.low is None else f"{o.low:.1%}–{o.high:.1%}"
-        thr = "—" if o.threshold is None else f"{o.threshold:.1%}"
-        why = "; ".join(o.reasons).replace("|", "\\|").replace("<", "&lt;")
-        lines.append(f"| {o.task} | {'✅' if o.passed else '❌'} | {rate} | {ci} | {thr} | {why} |")
-    return "\n".join(lines) + "\n"
+    """The result as Markdown (a PR comment, $GITHUB_STEP_SUMMARY): see evalkit.reports.render_gate_markdown."""
+    return render_gate_markdown(result)
 
 
 def to_junit(result: GateResult) -> str:
-    import xml.etree.ElementTree as ET
-
-    failures = sum(1 for o in result.outcomes if o.code is ExitCode.FAILED)
-    errors = sum(1 for o in result.outcomes if o.code not in (ExitCode.OK, ExitCode.FAILED))
-    suite = ET.Element("testsuite", name="evalkit.gate", tests=str(len(result.outcomes)),
-                       failures=str(failures), errors=str(errors))
-    for o in result.outcomes:
-        case = ET.SubElement(suite, "testcase", classname="evalkit.gate", name=o.task)
-        if o.code is ExitCode.FAILED:
-            ET.SubElement(case, "failure", message="; ".join(o.reasons)).text = "\n".join(o.reasons)
-        elif o.code is not ExitCode.OK:
-            ET.SubElement(case, "error", message="; ".join(o.reasons)).text = "\n".join(o.reasons)
-        else:
-            ET.SubElement(case, "system-out").text = "\n".join(o.reasons)
-    root = ET.Element("testsuites")
-    root.append(suite)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    """The result as JUnit XML, one testcase per gated task: see evalkit.reports.render_gate_junit."""
+    return render_gate_junit(result)

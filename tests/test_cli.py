@@ -1,12 +1,11 @@
-"""The command line, as a user runs it: real subprocesses, exit codes per DESIGN.md."""
+"""The command line, as a user runs it: real subprocesses, exit codes as the README lists them."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES
 
 
 def test_tasks_lists_all_seven(run_cli):

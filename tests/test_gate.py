@@ -7,19 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TASKS
 
 from evalkit.discovery.registry import load_path
 from evalkit.errors import ExitCode
-from evalkit.gate import Rule, GateConfig, judge, load_gate
+from evalkit.gate import GateConfig, Rule, judge, load_gate
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
-from evalkit.run.record import load_record
 from evalkit.run.runner import evaluate
 
-from conftest import TASKS
-
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.slow_model import adder  # noqa: E402
+from helpers.slow_model import adder
 
 ADDITION = load_path(TASKS / "addition.py")[0]
 REVERSE = load_path(TASKS / "reverse.py")[0]
@@ -71,7 +69,7 @@ def test_errors_above_tolerance_fail(tmp_path):
     def crashy(prompt: str) -> str:
         return "x" * 10
 
-    from evalkit import task, verdict, Task
+    from evalkit import Task, task, verdict
 
     @task(name="fragile", target=0.0)
     class Fragile:
@@ -160,3 +158,31 @@ def test_cli_gate_on_run_and_on_model(run_cli, runs, tmp_path):
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     missing = run_cli("gate", str(tmp_path / "nothing-here"), "--config", str(gate))
     assert missing.returncode == 2 and "no run record" in missing.stderr
+
+
+def test_gate_markdown_and_junit_show_untrusted_text_literally():
+    """The gate's Markdown and JUnit come from evalkit.reports: one table row per task whatever a reason
+    holds (newlines, pipes, markup, escape codes), and JUnit that parses."""
+    import xml.etree.ElementTree as ET
+
+    from evalkit.gate import GateResult, TaskOutcome, to_junit, to_markdown
+
+    hostile = "baseline unreadable: a|b\n<script>alert(1)</script> \x1b[31m"
+    result = GateResult((
+        TaskOutcome("addition", ExitCode.OK, ("pass rate 100.0% >= 95.0%",), 1.0, 0.963, 1.0, 0.95),
+        TaskOutcome("odd|<b>name", ExitCode.USAGE, (hostile,)),
+        TaskOutcome("reverse", ExitCode.FAILED, ("pass rate 50.0% < 95.0%", "2 errors"), 0.5, 0.4, 0.6, 0.95),
+    ), "run-1", "gate.yaml")
+    md = to_markdown(result)
+    assert md.startswith("## evalkit gate: ❌ failed (exit 2)\n") and "Run `run-1`, rules from `gate.yaml`." in md
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(rows) == 5 and all(row.replace("\\|", "").count("|") == 7 for row in rows)
+    assert "| 100.0% | 96.3%–100.0% | 95.0% |" in rows[2] and "| — | — | — |" in rows[3]
+    assert "<script>" not in md and "\x1b" not in md and "<b>" not in md
+    suite = ET.fromstring(to_junit(result).encode()).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert cases["addition"].find("system-out").text == "pass rate 100.0% >= 95.0%"
+    assert cases["reverse"].find("failure").get("message") == "pass rate 50.0% < 95.0%; 2 errors"
+    error = cases["odd|<b>name"].find("error")
+    assert "\\x1b[31m" in error.get("message") and error.text.endswith("</script> \\x1b[31m")

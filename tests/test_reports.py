@@ -20,17 +20,16 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TASKS
 from rich.console import Console
 
 from evalkit import Task, task, verdict
 from evalkit.discovery.registry import load_path
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
-from evalkit.run.record import RunRecord, validate_record
 from evalkit.reports import FORMATS, render, render_terminal
+from evalkit.run.record import RunRecord, validate_record
 from evalkit.run.runner import evaluate
-
-from conftest import REPO, TASKS
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("EVALKIT_UPDATE_GOLDEN") == "1"
@@ -256,7 +255,7 @@ def test_markdown_neutralises_hostile_output(hostile):
     # The hostile output sits whole inside one code block; its ``` did not close the fence.
     assert rendered.count("[bold red]pwn[/] \\x1b[31m\\x1b[2J &lt;/details&gt; ``` "
                           "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(2)&gt;") >= 2
-    assert re.search(r"^````text$", md, re.M), "a fence longer than the output's ``` run"
+    assert re.search(r"^````text$", md, re.MULTILINE), "a fence longer than the output's ``` run"
 
 
 def test_junit_escapes_and_strips_illegal_characters(hostile):
@@ -439,7 +438,7 @@ def test_html_screenshot_in_headless_chromium(mixed, tmp_path):
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--hide-scrollbars", "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}",
            f"--screenshot={png}", "--window-size=1200,1600", page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert png.is_file() and png.stat().st_size > 0, f"no screenshot: {proc.stderr[-2000:]}"
     width, bpp, rows = _png_pixels(png.read_bytes())
     assert (width, len(rows)) == (1200, 1600)
@@ -455,7 +454,8 @@ def test_html_screenshot_in_headless_chromium(mixed, tmp_path):
     # The inline script runs (its CSP hash matches) and filters: a prefilled search keeps 2 of 8 rows.
     page.write_text(render(mixed, "html").replace('<input id="q" ', '<input id="q" value="checker bug" '),
                     encoding="utf-8")
-    dom = subprocess.run([*cmd[:-3], "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([*cmd[:-3], "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert '<span id="shown">2</span>' in dom.stdout, dom.stderr[-2000:]
     assert dom.stdout.count(" hidden=\"\"") == 6
     if UPDATE:

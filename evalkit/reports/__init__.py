@@ -2,6 +2,7 @@
 
     from evalkit.reports import render
     text = render(record, "markdown")          # terminal | json | junit | markdown | html
+    render_gate_markdown(gate_result)          # a gate's verdict (also render_gate_junit)
 
 Each format reads only the record (its data and its samples), never the clock or the
 environment, so the same record always renders to the same text. Model outputs are data:
@@ -15,11 +16,12 @@ import json
 
 from rich.console import Console
 
-from evalkit.run.record import RunRecord
+from evalkit.reports._common import GateOutcomeLike, GateResultLike
 from evalkit.reports.html import render_html
-from evalkit.reports.junit import render_junit
-from evalkit.reports.markdown import render_markdown
+from evalkit.reports.junit import render_gate_junit, render_junit
+from evalkit.reports.markdown import render_gate_markdown, render_markdown
 from evalkit.reports.terminal import render_terminal, summary_table
+from evalkit.run.record import RunRecord
 
 FORMATS = ("terminal", "json", "junit", "markdown", "html")
 # File suffixes a CLI may use to guess a format from `-o FILE`.
@@ -67,5 +69,6 @@ def render(record: RunRecord, fmt: str, *, verbosity: int = 0, max_failures: int
     raise ValueError(f"unknown report format {fmt!r}; expected one of: {', '.join(FORMATS)}")
 
 
-__all__ = ["FORMATS", "SUFFIXES", "render", "render_html", "render_json", "render_junit", "render_markdown",
-           "render_terminal", "render_text", "summary_table"]
+__all__ = ["FORMATS", "SUFFIXES", "GateOutcomeLike", "GateResultLike", "render", "render_gate_junit",
+           "render_gate_markdown", "render_html", "render_json", "render_junit", "render_markdown", "render_terminal",
+           "render_text", "summary_table"]

@@ -1,4 +1,5 @@
-"""What every report format shares: picking the failing samples, and wording numbers and statuses.
+"""What every report format shares: picking the failing samples, wording numbers and statuses, and the
+shape of a gate result the formats can render.
 
 Everything here reads the record's plain data; nothing looks at the clock, the terminal or
 the environment, so a report is a pure function of its record.
@@ -6,10 +7,12 @@ the environment, so a report is a pure function of its record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from evalkit._text import safe_text
+from evalkit.errors import ExitCode
 from evalkit.run.record import RunRecord
 
 FAILING = ("FAIL", "ERROR", "TIMEOUT")
@@ -147,3 +150,44 @@ def headline(record: RunRecord) -> str:
     if below:
         return f"{len(below)} of {len(with_target)} target{'s' if len(with_target) != 1 else ''} missed"
     return f"all {len(with_target)} target{'s' if len(with_target) != 1 else ''} met"
+
+
+# -- a gate's verdict, as the formats see it ------------------------------------------------------------
+# evalkit.gate sits above reports, so reports does not import it: these protocols name what a gate
+# result offers (evalkit.gate.GateResult and TaskOutcome have exactly this shape).
+
+
+class GateOutcomeLike(Protocol):
+    """One gated task: its exit code, why, and the numbers it was judged on (None when not measured)."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def code(self) -> ExitCode: ...
+    @property
+    def reasons(self) -> Sequence[str]: ...
+    @property
+    def rate(self) -> float | None: ...
+    @property
+    def low(self) -> float | None: ...
+    @property
+    def high(self) -> float | None: ...
+    @property
+    def threshold(self) -> float | None: ...
+    @property
+    def passed(self) -> bool: ...
+
+
+class GateResultLike(Protocol):
+    """A whole gate: the run judged, where the rules came from, each task's outcome and the exit code."""
+
+    @property
+    def outcomes(self) -> Sequence[GateOutcomeLike]: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def exit_code(self) -> ExitCode: ...
+    @property
+    def passed(self) -> bool: ...

@@ -16,11 +16,24 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from evalkit.reports._common import (
+    Failures,
+    collect_failures,
+    errors_text,
+    failure_limit,
+    headline,
+    interval,
+    literal,
+    pct,
+    seconds,
+    status_word,
+    target_text,
+    timing_line,
+    top_k,
+)
+from evalkit.reports.charts import PALETTE, Series, interval_bar, line_chart, mini_bar
+from evalkit.reports.html_assets import CSS, JS
 from evalkit.run.record import RunRecord
-from evalkit.reports._charts import PALETTE, Series, interval_bar, line_chart, mini_bar
-from evalkit.reports._common import (Failures, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
-                      seconds, status_word, target_text, timing_line, top_k)
-from evalkit.reports._html_assets import CSS, JS
 
 STATUS_CLASS = {"met": "met", "below": "below", "no target": "none"}
 STATUS_COLOUR = {"met": "#15803d", "below": "#b91c1c", "no target": "#475569"}
@@ -45,8 +58,11 @@ def render_html(record: RunRecord, *, verbosity: int = 0, max_failures: int = 5)
         verbosity: -1 leaves out the failing-samples table; 2+ includes every failing sample.
         max_failures: the table holds up to HTML_ROWS_PER_FAILURE × max_failures failures per task.
     """
-    limit = None if verbosity >= 2 else (0 if verbosity < 0 else
-                                         failure_limit(max_failures, verbosity) * HTML_ROWS_PER_FAILURE)
+    limit: int | None = None  # verbosity 2+: every failing sample
+    if verbosity < 0:
+        limit = 0
+    elif verbosity < 2:
+        limit = (failure_limit(max_failures, verbosity) or 0) * HTML_ROWS_PER_FAILURE
     failures = collect_failures(record, limit) if limit != 0 else Failures()
     script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -72,7 +88,8 @@ def _date(value: str | None) -> str:
         dt = datetime.fromisoformat(value)
     except ValueError:
         return value
-    zone = " UTC" if dt.utcoffset() is not None and dt.utcoffset().total_seconds() == 0 else dt.strftime(" %z")
+    offset = dt.utcoffset()
+    zone = " UTC" if offset is not None and offset.total_seconds() == 0 else dt.strftime(" %z")
     return dt.strftime("%Y-%m-%d %H:%M:%S") + zone.rstrip()
 
 
@@ -139,7 +156,9 @@ def _curves(record: RunRecord) -> str:
     series, legend = [], []
     for i, name in enumerate(names):
         colour = PALETTE[i % len(PALETTE)]
-        pts, band, tips = [], [], []
+        pts: list[tuple[float, float | None]] = []
+        band: list[tuple[float, float, float]] = []
+        tips: list[str] = []
         for h in history:
             r = (h.get("rates") or {}).get(name)
             if not r:
@@ -159,8 +178,8 @@ def _curves(record: RunRecord) -> str:
     rate_chart = line_chart(series, y_lo=0.0, y_hi=1.0, y_fmt=lambda v: f"{v * 100:.0f}%", x_label="training step",
                             y_label="pass rate", title="pass rate per task vs training step")
     parts = ['<h2>Learning curves</h2><section class="panel">',
-             '<p class="chart-title">Pass rate vs step <span class="sub">— shaded: 95% interval; dashed: target'
-             '</span></p>', f'<div class="legend">{"".join(legend)}</div>', rate_chart, "</section>"]
+             ('<p class="chart-title">Pass rate vs step <span class="sub">— shaded: 95% interval; dashed: target'
+              '</span></p>'), f'<div class="legend">{"".join(legend)}</div>', rate_chart, "</section>"]
     levelled = [n for n in names if len({(h.get("levels") or {}).get(n) for h in history} - {None}) > 1]
     if levelled:  # a curriculum moved some level: draw each task's training level against the step
         lv = [Series(n, PALETTE[names.index(n) % len(PALETTE)],
@@ -170,8 +189,8 @@ def _curves(record: RunRecord) -> str:
         top = max(v for s_ in lv for _, v in s_.points if v is not None)
         chart = line_chart(lv, y_lo=0.0, y_hi=float(top), y_fmt=lambda v: f"{v:g}", x_label="training step",
                            y_label="level", title="curriculum level per task vs step", height=220)
-        parts += ['<section class="panel"><p class="chart-title">Curriculum level <span class="sub">— the level '
-                  'each task trained at</span></p>', chart, "</section>"]
+        parts += [('<section class="panel"><p class="chart-title">Curriculum level <span class="sub">— the level '
+                   'each task trained at</span></p>'), chart, "</section>"]
     losses = [(float(h["step"]), h.get("loss")) for h in history]
     known = [v for _, v in losses if isinstance(v, (int, float))]
     if known:
@@ -179,7 +198,7 @@ def _curves(record: RunRecord) -> str:
                 if isinstance(h.get("loss"), (int, float)) else "" for h in history]
         loss_series = Series("loss", "#4f46e5", [(x, float(v) if isinstance(v, (int, float)) else None)
                                                  for x, v in losses], tips=tips)
-        chart = line_chart([loss_series], y_lo=min(0.0, min(known)), y_hi=max(known) * 1.05 or 1.0,
+        chart = line_chart([loss_series], y_lo=min(0.0, *known), y_hi=max(known) * 1.05 or 1.0,
                            y_fmt=lambda v: f"{v:g}", x_label="training step", y_label="loss",
                            title="training loss vs step", height=260)
         parts += ['<section class="panel"><p class="chart-title">Training loss</p>', chart, "</section>"]
@@ -196,7 +215,8 @@ def _task_tables(record: RunRecord, failures: Failures) -> str:
             rows.append(f'<tr><td>{e(level)}</td><td class="num">{r["n"]:,}</td><td class="num">{pct(r["rate"])}</td>'
                         f'<td>{mini_bar(r["rate"], r["low"], r["high"], colour)}</td><td class="num">{interval(r)}</td>'
                         f'<td>{e(errors_text(r))}</td></tr>')
-        levels = ('<table><thead><tr><th>level</th><th class="num">n</th><th class="num">pass rate</th><th>interval</th>'
+        levels = ('<table><thead><tr><th>level</th><th class="num">n</th><th class="num">pass rate</th>'
+                  '<th>interval</th>'
                   f'<th class="num">95% CI</th><th>errors</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
         gen = t.get("generation", {})
         kv = [("version", e(t.get("version"))), ("examples", f"{t['n_examples']:,}"),

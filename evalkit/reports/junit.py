@@ -5,9 +5,13 @@
       <testcase classname="evalkit.addition" name="addition">  <failure .../>  </testcase>
 
 A testcase fails (<failure>) exactly when its task misses its target — the gate's verdict;
-errors and timeouts are failed samples (DESIGN.md: they count as failures in every rate),
+errors and timeouts are failed samples (they count as failures in every rate),
 so they show in the failure message and in <system-out>, never as a separate <error>.
 A task without a target is a passing testcase with a note in <system-out>.
+
+`render_gate_junit` writes a gate's verdict: one testcase per gated task, a <failure> for a
+task below its rule, an <error> for a configuration problem (no threshold, unreadable baseline,
+zero examples), the reasons in <system-out> for a pass.
 """
 
 from __future__ import annotations
@@ -16,12 +20,23 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from evalkit.errors import ExitCode
+from evalkit.reports._common import (
+    GateResultLike,
+    collect_failures,
+    errors_text,
+    interval,
+    literal,
+    pct,
+    target_text,
+    timing_line,
+)
 from evalkit.run.record import RunRecord
-from evalkit.reports._common import collect_failures, errors_text, interval, literal, pct, target_text, timing_line
 
 # Characters XML 1.0 cannot hold at all (not even as references): C0 controls but tab, newline and
 # carriage return; lone surrogates; U+FFFE and U+FFFF.
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
 def xml_safe(text: Any) -> str:
@@ -78,7 +93,27 @@ def render_junit(record: RunRecord, *, max_failures: int = 5) -> str:
         out = ET.SubElement(case, "system-out")
         out.text = xml_safe(f"{note}\ntimings: {timing_line(t)}\n")
     ET.indent(root, space="  ")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return XML_DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def render_gate_junit(result: GateResultLike) -> str:
+    """A gate's verdict as a JUnit XML document (UTF-8, with an XML declaration)."""
+    failures = sum(1 for o in result.outcomes if o.code is ExitCode.FAILED)
+    errors = sum(1 for o in result.outcomes if o.code not in (ExitCode.OK, ExitCode.FAILED))
+    root = ET.Element("testsuites")
+    suite = ET.SubElement(root, "testsuite", {"name": "evalkit.gate", "tests": str(len(result.outcomes)),
+                                              "failures": str(failures), "errors": str(errors)})
+    for o in result.outcomes:
+        case = ET.SubElement(suite, "testcase", {"classname": "evalkit.gate", "name": xml_safe(o.task)})
+        message, text = xml_safe("; ".join(o.reasons)), xml_safe("\n".join(o.reasons))
+        if o.code is ExitCode.FAILED:
+            ET.SubElement(case, "failure", {"message": message}).text = text
+        elif o.code is not ExitCode.OK:
+            ET.SubElement(case, "error", {"message": message}).text = text
+        else:
+            ET.SubElement(case, "system-out").text = text
+    ET.indent(root, space="  ")
+    return XML_DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def _str(v: Any) -> str:

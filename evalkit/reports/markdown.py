@@ -2,6 +2,7 @@
 
 GitHub-flavoured Markdown: a heading, the summary table with status emoji, and one
 collapsible <details> per task holding its first failing samples in fenced code blocks.
+`render_gate_markdown` writes a gate's verdict the same way.
 Untrusted text (outputs, prompts, reasons) never becomes markup: inside a fence it is
 literal (the fence is longer than any backtick run in it), outside one `<`, `>`, `&` and
 Markdown's punctuation are escaped.
@@ -13,9 +14,23 @@ import html
 import re
 from typing import Any
 
+from evalkit.reports._common import (
+    GateResultLike,
+    any_k,
+    collect_failures,
+    errors_text,
+    failure_limit,
+    headline,
+    interval,
+    literal,
+    number,
+    pct,
+    seconds,
+    status_word,
+    target_text,
+    top_k,
+)
 from evalkit.run.record import RunRecord
-from evalkit.reports._common import (any_k, collect_failures, errors_text, failure_limit, headline, interval, literal, pct,
-                      number, seconds, status_word, target_text, top_k)
 
 EMOJI = {"met": "✅", "below": "❌", "no target": "➖"}
 _MD_PUNCT = re.compile(r"([\\`*_{}\[\]|~])")
@@ -68,8 +83,8 @@ def render_markdown(record: RunRecord, *, verbosity: int = 0, max_failures: int 
         what = f"{total} of {t['n_samples']} samples failed" if total else "no failures"
         if shown and len(shown) < total:
             what += f", first {len(shown)} shown"
-        out += ["", "<details>", f"<summary>{EMOJI[status_word(t)]} <b>{html.escape(name)}</b> — "
-                f"{pct(t['rate'])} ({html.escape(what)})</summary>", ""]
+        out += ["", "<details>", (f"<summary>{EMOJI[status_word(t)]} <b>{html.escape(name)}</b> — "
+                f"{pct(t['rate'])} ({html.escape(what)})</summary>"), ""]
         if verbosity >= 1:
             out += _details(t)
         for i, s in enumerate(shown, 1):
@@ -83,6 +98,19 @@ def render_markdown(record: RunRecord, *, verbosity: int = 0, max_failures: int 
         out += ["</details>"]
     out += ["", _timings(record)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def render_gate_markdown(result: GateResultLike) -> str:
+    """A gate's verdict as Markdown: a heading with the outcome, then one table row per gated task."""
+    mark = "✅ passed" if result.passed else f"❌ failed (exit {int(result.exit_code)})"
+    lines = [f"## evalkit gate: {mark}", "",
+             f"Run `{_code_span(result.run_id)}`, rules from `{_code_span(result.source)}`.", "",
+             "| task | result | pass rate | 95% CI | threshold | why |", "|---|---|---|---|---|---|"]
+    for o in result.outcomes:
+        ci = "—" if o.low is None or o.high is None else f"{pct(o.low)}–{pct(o.high)}"
+        lines.append(f"| {inline(o.task)} | {'✅' if o.passed else '❌'} | {pct(o.rate)} | {ci} | "
+                     f"{pct(o.threshold)} | {inline('; '.join(o.reasons), 2000)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _sample_block(s: dict[str, Any], limit: int) -> str:

@@ -15,9 +15,22 @@ from rich.table import Table
 from rich.text import Text
 
 from evalkit._text import safe_text
+from evalkit.reports._common import (
+    Failures,
+    any_k,
+    collect_failures,
+    errors_text,
+    failure_limit,
+    headline,
+    interval,
+    number,
+    pct,
+    seconds,
+    status_word,
+    target_text,
+    top_k,
+)
 from evalkit.run.record import RunRecord
-from evalkit.reports._common import (Failures, any_k, collect_failures, errors_text, failure_limit, headline, interval, pct,
-                      number, seconds, status_word, target_text, top_k)
 
 STATUS_STYLE = {"met": "bold green", "below": "bold red", "no target": "dim"}
 SAMPLE_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold magenta", "TIMEOUT": "bold yellow"}
@@ -213,7 +226,7 @@ def _timings(record: RunRecord) -> RenderableType:
 def _quiet(record: RunRecord) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     for just in ("left", "right", "right", "left", "left", "left"):
-        grid.add_column(justify=just, no_wrap=True)  # type: ignore[arg-type]
+        grid.add_column(justify=just, no_wrap=True)
     for t in record.tasks:
         status = status_word(t)
         err = errors_text(t)

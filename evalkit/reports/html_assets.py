@@ -1,4 +1,6 @@
-"""The HTML report's inline stylesheet and script (no network: system fonts, no CDN)."""
+# ruff: noqa: E501 - stylesheet and script text: their lines are data, kept as written
+"""The HTML reports' inline stylesheet and script (no network: system fonts, no CDN); the experiment
+report uses the same stylesheet."""
 
 CSS = """
 :root{--ink:#0f172a;--text:#1e293b;--muted:#64748b;--line:#e2e8f0;--bg:#f5f6fa;--card:#fff;

@@ -1,4 +1,5 @@
-"""Inline SVG for the HTML report: interval bars and line charts, as deterministic strings.
+"""Inline SVG for the HTML reports (runs and experiments): interval bars and line charts, as deterministic
+strings.
 
 No scripts, no external references; every number is rounded to 0.1 px so the same data
 always gives the same bytes.
@@ -18,7 +19,7 @@ INK, MUTED, GRID = "#0f172a", "#64748b", "#e5e7eb"
 
 def _f(x: float) -> str:
     s = f"{x:.1f}"
-    return s[:-2] if s.endswith(".0") else s
+    return s.removesuffix(".0")
 
 
 def interval_bar(rate: float, low: float, high: float, target: float | None, colour: str,
@@ -29,11 +30,11 @@ def interval_bar(rate: float, low: float, high: float, target: float | None, col
     def x(v: float) -> float:
         return pad + max(0.0, min(1.0, v)) * (w - 2 * pad)
 
-    parts = [f'<svg class="ci" viewBox="0 0 {_f(w)} 34" width="100%" role="img" '
-             f'aria-label="{escape(label)}">',
+    parts = [(f'<svg class="ci" viewBox="0 0 {_f(w)} 34" width="100%" role="img" '
+              f'aria-label="{escape(label)}">'),
              f'<rect x="{_f(pad)}" y="{_f(y - 3)}" width="{_f(w - 2 * pad)}" height="6" rx="3" fill="#eef0f4"/>',
-             f'<rect x="{_f(x(low))}" y="{_f(y - 5)}" width="{_f(max(2.0, x(high) - x(low)))}" height="10" '
-             f'rx="5" fill="{colour}" fill-opacity="0.28"/>']
+             (f'<rect x="{_f(x(low))}" y="{_f(y - 5)}" width="{_f(max(2.0, x(high) - x(low)))}" height="10" '
+              f'rx="5" fill="{colour}" fill-opacity="0.28"/>')]
     if target is not None:
         tx = x(target)
         parts.append(f'<line x1="{_f(tx)}" x2="{_f(tx)}" y1="2" y2="26" stroke="{INK}" stroke-width="1.5" '
@@ -106,8 +107,8 @@ def line_chart(series: Sequence[Series], *, y_lo: float, y_hi: float, y_fmt: Cal
     def py(v: float) -> float:
         return mt + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
-           f'aria-label="{escape(title)}" font-size="12">']
+    out = [(f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+            f'aria-label="{escape(title)}" font-size="12">')]
     for t in y_ticks:
         out.append(f'<line x1="{_f(ml)}" x2="{_f(ml + pw)}" y1="{_f(py(t))}" y2="{_f(py(t))}" stroke="{GRID}"/>')
         out.append(f'<text x="{_f(ml - 8)}" y="{_f(py(t) + 4)}" text-anchor="end" fill="{MUTED}">'
@@ -130,8 +131,8 @@ def line_chart(series: Sequence[Series], *, y_lo: float, y_hi: float, y_fmt: Cal
             out.append(f'<polygon points="{upper} {lower}" fill="{s.colour}" fill-opacity="0.1"/>')
     for s in series:
         if s.target is not None and y_lo <= s.target <= y_hi:
-            y = py(s.target)
-            out.append(f'<line x1="{_f(ml)}" x2="{_f(ml + pw)}" y1="{_f(y)}" y2="{_f(y)}" stroke="{s.colour}" '
+            ty = py(s.target)
+            out.append(f'<line x1="{_f(ml)}" x2="{_f(ml + pw)}" y1="{_f(ty)}" y2="{_f(ty)}" stroke="{s.colour}" '
                        f'stroke-width="1.5" stroke-dasharray="6 4" stroke-opacity="0.85"/>')
     for s in series:
         for seg in _segments(s.points):

@@ -1,0 +1,86 @@
+"""`evalkit gate`: judge an existing run, or a fresh run of --model, against the gate's rules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from evalkit._text import safe_text
+from evalkit.cli.common import load_registry, make_console, progress_display
+from evalkit.config import ProjectConfig, load_config
+from evalkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from evalkit.gate import GateConfig, GateResult
+    from evalkit.run.record import RunRecord
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from evalkit.gate import default_config_for, judge, load_gate, to_junit, to_markdown
+
+    if bool(args.run) == bool(args.model):
+        raise ConfigError("give either a run (evalkit gate RUN) or --model SPEC, not both or neither",
+                          field="RUN/--model")
+    config = load_config()
+    gate_config = None
+    if args.config or config.raw.get("gate"):
+        gate_config = load_gate(Path(args.config) if args.config else None, config.raw.get("gate"), config.pyproject)
+    if args.run:
+        from evalkit.run.record import load_record
+
+        record = load_record(Path(args.run))
+    else:
+        record = _evaluate_model(args, gate_config, config)
+    if gate_config is None:
+        gate_config = default_config_for(record)
+    result = judge(record, gate_config)
+    _print_result(result)
+    if args.junit:
+        Path(args.junit).write_text(to_junit(result), encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).write_text(to_markdown(result), encoding="utf-8")
+    return result.exit_code
+
+
+def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None, config: ProjectConfig) -> RunRecord:
+    """`gate --model`: run the gated tasks (the config's, else --task) with the config's run settings."""
+    from evalkit.models.spec import load_backend
+    from evalkit.run.runner import evaluate
+
+    registry = load_registry(args)
+    names = list(gate_config.rules) if gate_config else (args.task or [])
+    if not names:
+        raise ConfigError("name the tasks: a gate config, or --task", field="--config")
+    if gate_config:
+        # A gated task nobody defines is a configuration error (exit 2), unless it is optional.
+        tasks = [registry.get(n) for n in names if n in registry or gate_config.rules[n].required]
+    else:
+        tasks = registry.select(names)
+    run = gate_config.run if gate_config else {}
+    console = make_console(stderr=True)
+    backend = load_backend(args.model, device=args.device, batch_size=run.get("batch_size", 64))
+    progress, update = progress_display(console)
+    with progress:
+        return evaluate(tasks=tasks, backend=backend, model_spec=args.model,
+                        n=args.n or run.get("n", 200), seed=run.get("seed", 0), k=run.get("k", 1),
+                        temperature=run.get("temperature", 0.0), level=run.get("level"),
+                        batch_size=run.get("batch_size", 64),
+                        reports_dir=Path(args.reports_dir) if args.reports_dir else config.reports,
+                        progress=update)
+
+
+def _print_result(result: GateResult) -> None:
+    """The verdict table (why each task passed or failed) and the overall line, on standard output."""
+    out = make_console()
+    table = Table(title=f"gate on run {result.run_id} (rules: {result.source})", title_justify="left")
+    for col in ("task", "result", "why"):
+        table.add_column(col, overflow="fold", no_wrap=col != "why")
+    for o in result.outcomes:
+        label = "[green]PASS" if o.passed else f"[red]FAIL[/] (exit {int(o.code)})"
+        table.add_row(o.task, label, safe_text("; ".join(o.reasons)))
+    out.print(table)
+    verdict = "[green]gate passed" if result.passed else f"[red]gate FAILED[/] (exit {int(result.exit_code)})"
+    out.print(verdict)

@@ -1,0 +1,104 @@
+"""The commands about runs: run (evaluate a model), report (render a record), rescore and compare."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from evalkit.cli.common import load_registry, make_console, progress_display, write_rendered
+from evalkit.config import load_config
+from evalkit.errors import ConfigError, ExitCode, NothingToRun
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalkit.models.spec import load_backend
+    from evalkit.reports import render_terminal
+    from evalkit.run.runner import evaluate
+
+    registry = load_registry(args)
+    tasks = registry.select(args.task or [], args.tag or ())
+    if not tasks:
+        raise NothingToRun("no tasks selected")
+    config = load_config()
+    reports = Path(args.reports_dir) if args.reports_dir else config.reports
+    console = make_console(stderr=True)
+    with console.status(f"loading {args.model}…"):
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                               model_name=args.model_name, concurrency=args.concurrency, chat=args.chat)
+    run_dir = None
+    if args.fresh or args.run_id:
+        from evalkit.run.runner import run_id_for
+
+        run_id = args.run_id or run_id_for(args.model, backend.identity, {"fresh": os.urandom(4).hex()}, tasks)
+        run_dir = reports / run_id
+    progress, update = progress_display(console)
+    with progress:
+        record = evaluate(tasks=tasks, backend=backend, model_spec=args.model, n=args.n, seed=args.seed, k=args.k,
+                          temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
+                          reports_dir=reports, progress=update, check_timeout=args.check_timeout)
+    write_rendered(record)
+    out = make_console()
+    render_terminal(record, out, verbosity=args.verbose - args.quiet)
+    assert record.path is not None  # evaluate() with a reports folder always saves the record
+    out.print(f"record: {record.path / 'record.json'}  ·  report: {record.path / 'report.html'}",
+              highlight=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evalkit.reports import FORMATS, SUFFIXES, render, render_terminal
+    from evalkit.run.record import load_record
+
+    record = load_record(Path(args.run))
+    fmt = args.format or (SUFFIXES.get(Path(args.output).suffix.lower()) if args.output else None) or "terminal"
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", field="--format")
+    verbosity = args.verbose - args.quiet
+    if args.output:
+        Path(args.output).write_text(render(record, fmt, verbosity=verbosity, max_failures=args.max_failures),
+                                     encoding="utf-8")
+        make_console(stderr=True).print(f"wrote {args.output} ({fmt})", soft_wrap=True)
+    elif fmt == "terminal":
+        render_terminal(record, make_console(), verbosity=verbosity, max_failures=args.max_failures)
+    else:
+        sys.stdout.write(render(record, fmt, verbosity=verbosity, max_failures=args.max_failures))
+    return ExitCode.OK
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from evalkit.reports import render_terminal
+    from evalkit.run.runner import rescore
+
+    registry = load_registry(args)
+    record = rescore(Path(args.run), registry=registry, check_timeout=args.check_timeout)
+    write_rendered(record)
+    out = make_console()
+    render_terminal(record, out, verbosity=-1)
+    assert record.path is not None  # a rescored run is saved in its folder
+    out.print(f"rescored without generating: {record.path / 'record.json'}", highlight=False, soft_wrap=True)
+    return ExitCode.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evalkit.run.record import load_record
+    from evalkit.run.runner import compare_records
+
+    a, b = load_record(Path(args.baseline)), load_record(Path(args.candidate))
+    comparisons = compare_records(a, b, alpha=args.alpha)
+    if not comparisons:
+        raise NothingToRun("the two runs share no task examples")
+    table = Table(title=f"{b.run_id} vs {a.run_id} (exact McNemar, alpha {args.alpha:g})", title_justify="left")
+    for col in ("task", "shared", "baseline", "candidate", "diff", "only base", "only cand", "p", "verdict"):
+        table.add_column(col, justify="left" if col in ("task", "verdict") else "right", no_wrap=True)
+    colours = {"better": "green", "worse": "red"}
+    for name, c in comparisons.items():
+        table.add_row(name, str(c.n_shared), f"{c.rate_a:.1%}", f"{c.rate_b:.1%}", f"{c.diff:+.1%}",
+                      str(c.only_a), str(c.only_b), f"{c.p_value:.3g}",
+                      f"[{colours.get(c.verdict, 'default')}]{c.verdict}")
+    make_console().print(table)
+    return ExitCode.OK
