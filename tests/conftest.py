@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-# See evalkit/cli.py: spinning OpenMP waits make torch crawl when pytest-xdist workers share cores.
+# See evalkit/cli/__init__.py: spinning OpenMP waits make torch crawl when pytest-xdist workers share cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parent.parent

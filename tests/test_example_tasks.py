@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import time
 from fractions import Fraction
@@ -224,7 +223,8 @@ def test_countdown_solver_finds_short_solutions_and_reports_none():
 def test_countdown_checker_rules():
     module, t = load("countdown")
     ex = ex_of(t, numbers=[2, 3, 3, 7, 25], target=21)
-    for good in ("7*3", "3*7", "(7*3)", " 7 * 3 ", "(25-7)+3", "25-7+3", "(3+3)/2*7", "(25+2)/3*7/3", "7/2*(3+3)", "25-(7-3)"):
+    for good in ("7*3", "3*7", "(7*3)", " 7 * 3 ", "(25-7)+3", "25-7+3", "(3+3)/2*7", "(25+2)/3*7/3", "7/2*(3+3)",
+                 "25-(7-3)"):
         assert ok(t, ex, good), good
     # Not all numbers need be used, but none more often than given.
     assert reason(t, ex, "3*3*7/3") == "uses 3 more often than given (3 > 2)"
