@@ -3,7 +3,7 @@
 The public API, all importable from `evalkit`:
 
 - tasks: `task` (the decorator), `Task`, `TaskSpec`, `GenerationConfig`, `as_task`, `load_tasks`,
-  `Example`, `overlap`, `split_of`;
+  `Example`, `overlap`, `normalize_prompt`, `split_of`;
 - checking: `verdict`, `Verdict`, `Status`, `checkers`, `score`, `assert_selftest`, `selftest_task`;
 - running: `evaluate`, `RunRecord`, `load_record`, `compare_records`, `ModelBackend`;
 - gating: `load_gate`, `judge`, `GateConfig`, `GateResult`, `Rule`;
@@ -24,7 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from evalkit import checkers
-from evalkit.core.example import Example, Overlap, overlap, split_of
+from evalkit.core.example import Example, Overlap, normalize_prompt, overlap, split_of
 from evalkit.core.scoring import Scored, score
 from evalkit.core.task import GenerationConfig, Task, TaskLike, TaskSpec, as_task, task
 from evalkit.core.verdict import Status, Verdict, verdict
@@ -63,7 +63,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "ModelBackend", "NothingToRun", "Overlap", "PluginImportError", "Rule", "RunRecord", "Scored", "SelftestReport",
     "Status", "Task", "TaskLike", "TaskSpec", "UnknownTaskError", "Verdict", "__version__", "as_task",
     "assert_selftest", "checkers", "compare_records", "evaluate", "judge", "load_gate", "load_record", "load_tasks",
-    "overlap", "score", "selftest_task", "split_of", "task", "verdict"
+    "normalize_prompt", "overlap", "score", "selftest_task", "split_of", "task", "verdict"
 ]
 
 

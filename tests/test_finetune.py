@@ -88,6 +88,32 @@ def test_filters_mixture_and_contamination(tmp_path):
     assert item["input_ids"][-1] == tok.eos_token_id
 
 
+def test_contamination_guard_drops_reformatted_eval_prompts_not_other_problems(tmp_path):
+    """The guard compares prompts in `normalize_prompt` form, the form `evalkit.overlap` reports:
+    spacing, case and Unicode form are ignored, punctuation is not (`12+34=` is not `12*34=`)."""
+    from evalkit import overlap
+    from evalkit.core.example import Example
+    from evalkit.train.data import build_training_rows
+
+    reg = registry()
+    eval_examples = reg.get("initials").examples("eval", n=40)
+    leaked = eval_examples[0].prompt  # e.g. "bal:"
+    eval_examples = [*eval_examples, Example("arith", "arith", "eval", {}, "12+34=")]
+    rows = [{"prompt": "  " + leaked.upper() + "\n", "completion": "zz"},  # a reformatted copy: dropped
+            {"prompt": "\uff11\uff12+\uff13\uff14=", "completion": "46"},  # full-width "12+34=": dropped
+            {"prompt": leaked.replace(":", ";"), "completion": "yy"},  # another prompt: kept
+            {"prompt": "12*34=", "completion": "408"}]  # another problem: kept
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "r.yaml"
+    path.write_text((FT / "quick.yaml").read_text().replace(
+        "    - task: initials\n      n: 400\n", "    - jsonl: data.jsonl\n").replace("size: 2000", "size: 20"))
+    kept, report = build_training_rows(load_recipe(path), reg, eval_examples)
+    assert {r.prompt for r in kept} == {leaked.replace(":", ";"), "12*34="}
+    assert report.to_dict()["removed"]["contamination (eval overlap)"] == {"data": 2}
+    as_examples = [Example(str(i), "x", "train", {}, r["prompt"]) for i, r in enumerate(rows)]
+    assert len(overlap(as_examples, eval_examples).prompts) == 2  # what overlap() reports is what was dropped
+
+
 def _history(output: Path) -> list[tuple]:
     record = json.loads((output / "record.json").read_text())
     return [(h["step"], h["loss"] and round(h["loss"], 4), {k: v["rate"] for k, v in h["rates"].items()})

@@ -67,6 +67,8 @@ def test_wrong_field_type_names_file_and_field():
     (BASE + "extract: {type: regex}\n", "extract.pattern", "required field is missing"),
     (BASE.replace("{q}", "{question}"), None, "no field 'question'"),
     (BASE.replace("{q}", "{q.attr}"), "prompt", "plain field name"),
+    (BASE + "identity: [question]\n", "identity", "'question' is not a field of row 1 of rows.jsonl"),
+    (BASE + "identity: [q, q]\n", "identity", "non-unique"),
     ("name: [unclosed\n", None, "not valid YAML"),
 ])
 def test_validation_errors(tmp_path, text, field, expect):

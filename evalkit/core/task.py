@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias, TypeVar
 
-from evalkit.core.example import SPLITS, Example, example_id, split_of
+from evalkit.core.example import SPLITS, Example, as_identity, example_id, split_of
 from evalkit.core.extract import Extractor, cut_at_stop
 from evalkit.core.verdict import Verdict, as_verdict
 
@@ -77,6 +77,7 @@ class TaskSpec:
     generation: GenerationConfig = GenerationConfig()
     eval_fraction: float = 0.5
     selftest: SelftestSpec = SelftestSpec()
+    identity: tuple[str, ...] | None = None  # the fields that define an example; None: all
 
 
 def task(
@@ -93,6 +94,7 @@ def task(
     eval_fraction: float | None = None,
     equivalent: Sequence[str] = ("strip",),
     selftest_skip: Sequence[str] = (),
+    identity: str | Sequence[str] | None = None,
 ) -> Callable[[_T], _T]:
     """Register a class (or a zero-argument factory returning an instance) as a task.
 
@@ -105,7 +107,7 @@ def task(
     (seeded generator) or `rows()` (a data source: an iterable of dicts). Optional:
     `reference(ex)` (solver or stored answer: the output a perfect model would write),
     `extract(output)` (default: cut at the first stop string, strip),
-    `equivalent(ex, reference, candidate)` (for the self-test).
+    and for the self-test `solutions(ex, rng)`, `second_opinion(ex, answer)`, `equivalent(ex, reference, candidate)`.
 
     Args:
         name: the task's name (default: the class name in snake case).
@@ -119,6 +121,7 @@ def task(
             generators, 1.0 for data rows).
         equivalent: normalisations under which the self-test treats an answer as the reference.
         selftest_skip: corruption kinds the checker deliberately accepts.
+        identity: the fields that define an example (its id, split, dedup), e.g. ("question",); default all.
     """
 
     def decorate(obj: _T) -> _T:
@@ -133,6 +136,7 @@ def task(
             generation=GenerationConfig(max_new_tokens=max_new_tokens, stop=tuple(stop)),
             eval_fraction=eval_fraction if eval_fraction is not None else -1.0,
             selftest=SelftestSpec(tuple(equivalent), tuple(selftest_skip)),
+            identity=as_identity(identity),
         )
         setattr(obj, TASK_MARKER, spec)
         return obj
@@ -224,7 +228,7 @@ class Task:
 
     # -- examples ---------------------------------------------------------------------
     def _make(self, fields: Mapping[str, Any], split: str, level: int | None) -> Example:
-        ex = Example(example_id(self.name, fields), self.name, split, dict(fields), "", None, level)
+        ex = Example(example_id(self.name, fields, self.spec.identity), self.name, split, dict(fields), "", None, level)
         prompt = self.impl.prompt(ex)
         if not isinstance(prompt, str):
             raise TypeError(f"task {self.name!r}: prompt() must return str, got {type(prompt).__name__}")
@@ -235,7 +239,7 @@ class Task:
 
     def example(self, fields: Mapping[str, Any], level: int | None = None) -> Example:
         """An Example of this task from given fields (its split follows from its content)."""
-        return self._make(fields, split_of(self.name, fields, self.spec.eval_fraction), level)
+        return self._make(fields, split_of(self.name, fields, self.spec.eval_fraction, self.spec.identity), level)
 
     def examples(self, split: str = "eval", n: int | None = None, seed: int = 0,
                  level: int | None = None) -> list[Example]:
@@ -269,9 +273,9 @@ class Task:
         while len(out) < n and attempts < max_attempts:
             attempts += 1
             fields = self.impl.generate(rng, level) if takes_level else self.impl.generate(rng)
-            if split_of(self.name, fields, self.spec.eval_fraction) != split:
+            if split_of(self.name, fields, self.spec.eval_fraction, self.spec.identity) != split:
                 continue
-            eid = example_id(self.name, fields)
+            eid = example_id(self.name, fields, self.spec.identity)
             if eid in seen:
                 continue
             seen.add(eid)
@@ -285,9 +289,9 @@ class Task:
             for given in self.impl.rows():
                 row = dict(given)
                 level = row.pop("level", None) if "level" in row and self.levels else None
-                split = split_of(self.name, row, self.spec.eval_fraction)
+                split = split_of(self.name, row, self.spec.eval_fraction, self.spec.identity)
                 ex = self._make(row, split, level)
-                if ex.id not in seen:  # an exact duplicate row is one example
+                if ex.id not in seen:  # rows with equal identity are one example: the first is kept
                     seen.add(ex.id)
                     rows.append(ex)
             self._rows = rows

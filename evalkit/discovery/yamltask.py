@@ -7,6 +7,7 @@
     extract: json
     check: {name: json_schema, schema: {...}, equal_fields: [name, age]}
     target: 0.9
+    identity: [text]                  # optional: the fields that define an example (default: all)
 
 The file is validated against the JSON Schema shipped in evalkit/schemas/task.schema.json;
 every error names the file, the field path and what was expected.
@@ -122,6 +123,21 @@ class YamlTask:
             if self.level_field and not isinstance(row[self.level_field], int):
                 raise ConfigError(f"row {i}: field {self.level_field!r} must be an integer level",
                                   file=self.data_path)
+        self.identity = self._identity(spec.get("identity"))
+
+    def _identity(self, names: list[str] | None) -> tuple[str, ...] | None:
+        """The `identity:` field names, each a field of every row (and not the level field)."""
+        if names is None:
+            return None
+        for name in names:
+            if name == self.level_field:
+                raise ConfigError(f"{name!r} is the level field, not part of an example's fields",
+                                  file=self.file, field="identity")
+            for i, row in enumerate(self._rows, 1):
+                if name not in row:
+                    raise ConfigError(f"{name!r} is not a field of row {i} of {self.data_path.name} "
+                                      f"(its fields: {', '.join(row)})", file=self.file, field="identity")
+        return tuple(names)
 
     def rows(self):
         for stored in self._rows:
@@ -168,5 +184,6 @@ def load_yaml_task(file: Path) -> Task:
         generation=GenerationConfig(max_new_tokens=gen.get("max_new_tokens"), stop=tuple(gen.get("stop", ["\n"]))),
         eval_fraction=spec.get("eval_fraction", 1.0),
         selftest=SelftestSpec(tuple(st.get("normalize", ["strip"])), tuple(st.get("skip", []))),
+        identity=impl.identity,
     )
     return Task(task_spec, impl, source=str(file))

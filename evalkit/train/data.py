@@ -2,8 +2,9 @@
 
 Sources are task generators (their train split, with reference answers, at a level mix)
 and prompt/completion JSONL files. Each filter counts what it removed; the contamination
-guard proves no eval example (by id or by normalised prompt) is left in the training data.
-Tokenisation puts the loss on the completion only.
+guard proves no eval example (by id or by prompt in `normalize_prompt` form, the form
+`evalkit.overlap` compares) is left in the training data. Tokenisation puts the loss on the
+completion only.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalkit.core.example import Example
+from evalkit.core.example import Example, normalize_prompt
 from evalkit.core.scoring import score
 from evalkit.errors import ConfigError
 from evalkit.train.recipe import Recipe
+
+# normalize_prompt lives in core/example.py (overlap() uses it too); it is re-exported here for the
+# training modes that compare prompts with held-out ones.
+__all__ = ["CompletionCollator", "ContaminationGuard", "DataReport", "Row", "build_training_rows",
+           "normalize_prompt", "tokenize_rows"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,26 @@ class DataReport:
                 "contamination_left": self.contamination_left}
 
 
-def normalize_prompt(text: str) -> str:
-    """The form in which prompts are compared (contamination guard, near duplicates, held-out prompts):
-    casefolded, every run of non-word characters one space, stripped."""
-    return re.sub(r"[^\w]+", " ", text.casefold()).strip()
+class ContaminationGuard:
+    """What training must never see: the eval examples' ids, and their prompts in `normalize_prompt`
+    form (the form `evalkit.overlap` reports), so a row is excluded exactly when `overlap` would call
+    its prompt or its example shared with the eval set."""
+
+    def __init__(self, eval_examples: Iterable[Example]):
+        examples = list(eval_examples)
+        self.ids = frozenset(e.id for e in examples)
+        self.prompts = frozenset(normalize_prompt(e.prompt) for e in examples)
+
+    def excludes(self, prompt: str, example_id: str | None = None) -> bool:
+        """Whether a training row with this prompt (and example id, if it came from a task) is eval data."""
+        return (example_id is not None and example_id in self.ids) or normalize_prompt(prompt) in self.prompts
+
+
+def _near_key(row: Row) -> str:
+    """The near-duplicate filter's key for a training row: prompt and completion casefolded, every run of
+    non-word characters one space. Deliberately looser than `normalize_prompt` (punctuation is dropped):
+    it only thins the training data, and is never used to compare training data with eval data."""
+    return re.sub(r"[^\w]+", " ", (row.prompt + "\x00" + row.completion).casefold()).strip()
 
 
 def _task_rows(src: dict[str, Any], task: Any, recipe: Recipe, verify: bool, report: DataReport) -> list[Row]:
@@ -129,7 +151,7 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
         kept = []
         for r in rows:
             key = (r.prompt, r.completion)
-            near = normalize_prompt(r.prompt + "\x00" + r.completion)
+            near = _near_key(r)
             if f["dedupe"] and key in seen_exact:
                 report.remove("exact duplicate", name)
             elif f["near_dedupe"] and near in seen_near:
@@ -140,11 +162,9 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
                 kept.append(r)
         pools[name] = kept
     # Contamination guard: no eval example (same id) or eval prompt (normalised) may be trained on.
-    eval_ids = {e.id for e in eval_examples}
-    eval_prompts = {normalize_prompt(e.prompt) for e in eval_examples}
+    guard = ContaminationGuard(eval_examples)
     for name, rows in pools.items():
-        clean = [r for r in rows
-                 if r.example_id not in eval_ids and normalize_prompt(r.prompt) not in eval_prompts]
+        clean = [r for r in rows if not guard.excludes(r.prompt, r.example_id)]
         found = len(rows) - len(clean)
         if found:
             report.contamination_found += found
@@ -154,8 +174,7 @@ def build_training_rows(recipe: Recipe, registry: Any, eval_examples: Sequence[E
             report.remove("contamination (eval overlap)", name, found)
         pools[name] = clean
     rows = _mix(recipe, pools, report)
-    report.contamination_left = sum(1 for r in rows
-                                    if r.example_id in eval_ids or normalize_prompt(r.prompt) in eval_prompts)
+    report.contamination_left = sum(1 for r in rows if guard.excludes(r.prompt, r.example_id))
     if report.contamination_left:  # cannot happen: the guard above removed them; never train on eval data
         raise RuntimeError("contamination guard failed")
     if not rows:

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.example import normalize_prompt
 from evalkit.errors import ConfigError
 from evalkit.train.checkpoints import prune, save_now
 from evalkit.train.common import Run
 from evalkit.train.curriculum import Curriculum, LevelRule
-from evalkit.train.data import DataReport, Row, build_training_rows, normalize_prompt
+from evalkit.train.data import DataReport, Row, build_training_rows
 from evalkit.train.recipe import Recipe
 
 
@@ -49,8 +50,9 @@ class Baseline:
 def select_samples(samples: Iterable[Mapping[str, Any]], *, cap_per_prompt: int,
                    exclude_prompts: AbstractSet[str] = frozenset()) -> tuple[list[Row], Counter]:
     """Training rows from sampled completions: PASS only, one row per distinct (prompt, completion),
-    at most `cap_per_prompt` per prompt (first sample indices first), none whose normalised prompt
-    is in `exclude_prompts` (the held-out prompts). Returns (rows, counts of what was removed and why)."""
+    at most `cap_per_prompt` per prompt (first sample indices first), none whose prompt, in
+    `normalize_prompt` form, is in `exclude_prompts` (the held-out prompts in that form).
+    Returns (rows, counts of what was removed and why)."""
     rows: list[Row] = []
     removed: Counter = Counter()
     seen: set[tuple[str, str]] = set()
