@@ -44,6 +44,14 @@ class Addition:
             return verdict(True)
         return verdict(False, f"expected {expected}, got {_show(answer)}")
 
+    def solutions(self, ex, rng):
+        # One sum, but written the ways the check accepts: a plus sign, leading zeros, and
+        # whitespace around it (the extractor strips). The self-test requires each to pass.
+        total = str(ex["a"] + ex["b"])
+        pad = ["", " ", "  ", "\t"]
+        return [f"+{total}", "0" * rng.randint(1, 3) + total, f"+0{total}",
+                rng.choice(pad[1:]) + total + rng.choice(pad), rng.choice(pad) + total + rng.choice(pad[1:])]
+
     def equivalent(self, ex, reference, candidate):
         # The same integer, however written ("0579", "+579"): that is what the check accepts.
         candidate = candidate.strip()

@@ -1,4 +1,5 @@
-"""Example task: the Countdown numbers game (a seeded generator with a reference solver).
+"""Example task: the Countdown numbers game (a seeded generator with a reference solver, a randomized
+solver for the self-test's `solutions` and an independent judge as its `second_opinion`).
 
 Given a few numbers and a target, write an arithmetic expression that equals the target
 using + - * / and parentheses, each given number at most as often as it is given (not all
@@ -76,9 +77,28 @@ class Countdown:
             return verdict(False, f"evaluates to {value}, not {ex['target']}")
         return verdict(True)
 
+    def solutions(self, ex, rng):
+        # Many expressions are right: a randomized search finds several different ones (other
+        # numbers, operations and operand orders), some written with spaces or redundant parentheses.
+        # The self-test requires the checker to accept every one of them.
+        found = []
+        for ops in range(1, len(ex["numbers"])):
+            for _ in range(2):
+                expr = random_solution(ex["numbers"], ex["target"], ops, rng)
+                if expr is not None and expr not in found:
+                    found.append(expr)
+        spaced = [re.sub(r"([-+*/])", lambda m: rng.choice(["", " "]) + m.group(1) + rng.choice(["", " "]), e)
+                  for e in found[:2]]
+        return found + spaced + [f"({e})" for e in found[:1]]
+
+    def second_opinion(self, ex, answer):
+        # An independent judge of the same answer: a recursive-descent evaluator that shares no
+        # code with the `ast` checker. The self-test reports every answer the two judge differently.
+        return _independent_is_solution(answer, ex["numbers"], ex["target"])
+
     def equivalent(self, ex, reference, candidate):
-        # Many expressions are right. A corrupted reference that is still a valid solution is
-        # not a checker bug, so judge it with a second, independent evaluator (no `ast`).
+        # A corrupted valid answer that is still a solution is not a checker bug, so judge it with
+        # the independent evaluator.
         return _independent_is_solution(candidate, ex["numbers"], ex["target"])
 
 
@@ -108,14 +128,16 @@ def _construct_target(rng, numbers: list[int]) -> int | None:
 _Term = tuple[int, str, int]
 
 
-def _combine(x: _Term, y: _Term):
-    """Every useful way to combine two terms into a positive integer, larger value first."""
+def _combine(x: _Term, y: _Term, swap: bool = False):
+    """Every useful way to combine two terms into a positive integer, larger value first (with
+    `swap`, the operands of + and * are written the other way round)."""
     (a, ta, pa), (b, tb, pb) = (x, y) if x[0] >= y[0] else (y, x)
-    yield a + b, f"{ta}+{tb}", 1
+    yield a + b, f"{tb}+{ta}" if swap else f"{ta}+{tb}", 1
     if a > b:
         yield a - b, f"{ta}-{_paren(tb, pb, 2)}", 1
     if b > 1:
-        yield a * b, f"{_paren(ta, pa, 2)}*{_paren(tb, pb, 2)}", 2
+        left, right = _paren(ta, pa, 2), _paren(tb, pb, 2)
+        yield a * b, f"{right}*{left}" if swap else f"{left}*{right}", 2
         if a % b == 0:
             yield a // b, f"{_paren(ta, pa, 2)}/{_paren(tb, pb, 3)}", 2
 
@@ -160,6 +182,35 @@ def solve(numbers: list[int], target: int) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def random_solution(numbers: list[int], target: int, ops: int, rng) -> str | None:
+    """An expression with at most `ops` operations over a sub-multiset of `numbers` equal to `target`,
+    found like `solve` but in a random order (pairs, operations and the written order of + and *
+    operands), so repeated calls find different expressions where several exist. None if none."""
+    failed: set[tuple[int, tuple[int, ...]]] = set()
+
+    def search(terms: list[_Term], ops_left: int) -> str | None:
+        key = (ops_left, tuple(sorted(t[0] for t in terms)))
+        if key in failed:
+            return None
+        pairs = [(i, j) for i in range(len(terms)) for j in range(i + 1, len(terms))]
+        rng.shuffle(pairs)
+        for i, j in pairs:
+            rest = terms[:i] + terms[i + 1:j] + terms[j + 1:]
+            options = list(_combine(terms[i], terms[j], swap=rng.random() < 0.5))
+            rng.shuffle(options)
+            for value, text, prec in options:
+                if value == target:
+                    return text
+                if ops_left > 1:
+                    found = search(rest + [(value, text, prec)], ops_left - 1)
+                    if found is not None:
+                        return found
+        failed.add(key)
+        return None
+
+    return search([(n, str(n), 3) for n in numbers], ops)
 
 
 # -- the checker: a safe parse with `ast` -------------------------------------------------

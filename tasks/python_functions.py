@@ -54,6 +54,14 @@ class PythonFunctions:
         # Not the default extractor: it strips, and leading indentation is part of the code.
         return cut_at_stop(output, STOP).rstrip()
 
+    def solutions(self, ex, rng):
+        # The canonical body written otherwise, as a model may write it: after a blank line, or
+        # under a comment line. The tests must pass these too (a checker comparing text would not).
+        body = self.reference(ex)
+        indent = body[: len(body) - len(body.lstrip(" "))]
+        comment = rng.choice(["# the solution", "# compute the result", "# body"])
+        return ["\n" + body, f"{indent}{comment}\n{body}"]
+
     def check(self, ex, answer):
         return self._check(ex, answer)
 

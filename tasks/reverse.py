@@ -34,6 +34,11 @@ class Reverse:
     def reference(self, ex):
         return ex["text"][::-1]
 
+    def solutions(self, ex, rng):
+        # One answer, but the extractor strips: whitespace around it must pass too.
+        answer = ex["text"][::-1]
+        return [rng.choice([" ", "\t", "  "]) + answer, answer + rng.choice([" ", "\t", "  "]), f" {answer} "]
+
     def check(self, ex, answer):
         expected = ex["text"][::-1]
         if answer == expected:

@@ -66,6 +66,15 @@ class Sorting:
                 return verdict(False, f"not sorted ascending: {x} before {y}")
         return verdict(True)
 
+    def solutions(self, ex, rng):
+        # One sorted list, but spaced and written the ways the check accepts: any whitespace
+        # between and around the numbers, "+7" and "07" for 7. The self-test requires each to pass.
+        ordered = [str(n) for n in sorted(ex["numbers"])]
+        spaces = [" ", "  ", "\t", " \t "]
+        spelled = [rng.choice(["+", "0", ""]) + n for n in ordered]
+        return ["\t".join(ordered), " " + "  ".join(ordered) + " ",
+                "".join(n + rng.choice(spaces) for n in ordered).rstrip(), " ".join(spelled)]
+
     def equivalent(self, ex, reference, candidate):
         # Same numbers in the same order, however spaced or written ("05", "+5").
         try:

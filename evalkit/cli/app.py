@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=20, help="examples per split and level (default 20)")
     p.add_argument("--max-examples", type=int, default=100, help="hypothesis examples per property (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-unproven", action="store_true",
+                   help="exit 0 for a task with neither reference nor solutions (UNPROVEN), if nothing failed")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="one row per level, every finding")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="one line per task, and what failed")
     p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("run", parents=[common], help="evaluate a model on tasks (journaled, resumable)")

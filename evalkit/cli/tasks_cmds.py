@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.table import Table
 
 from evalkit._text import safe_text
 from evalkit.cli.common import load_registry, make_console, selected_tasks
 from evalkit.errors import ExitCode, NothingToRun
+
+if TYPE_CHECKING:
+    from evalkit.core.selftest_report import SelftestReport
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -81,31 +86,76 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
+    """Self-test each selected task: exit 1 on a FAIL, and on an UNPROVEN task unless --allow-unproven."""
     from evalkit.core.selftest import selftest_task
 
     tasks = selected_tasks(args)
     console = make_console()
-    ok = True
+    verbosity = args.verbose - args.quiet
+    states: dict[str, int] = {}
     for t in tasks:
         levels = [args.level] if args.level is not None else None
         with console.status(f"self-testing {t.name}…"):
             report = selftest_task(t, levels=levels, n_examples=args.examples, max_examples=args.max_examples,
                                    seed=args.seed)
-        ok &= report.passed
-        table = Table(title=f"{t.name} v{t.version}: {'[green]PASS' if report.passed else '[red]FAIL'}",
-                      title_justify="left")
-        for col in ("level", "property", "result", "tried", "counterexample / note"):
+        states[report.status] = states.get(report.status, 0) + 1
+        print_selftest(console, t.name, t.version, report, verbosity)
+    failed, unproven = states.get("FAIL", 0), states.get("UNPROVEN", 0)
+    if not failed and not unproven:
+        console.print(f"[bold]all self-tests passed[/] ({len(tasks)} task(s))")
+        return ExitCode.OK
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    if not failed and args.allow_unproven:
+        console.print(f"[bold]self-tests passed[/] ({len(tasks)} task(s): {counts}; UNPROVEN allowed by "
+                      f"--allow-unproven)")
+        return ExitCode.OK
+    console.print(f"[bold]self-test FAILED[/] ({len(tasks)} task(s): {counts})")
+    if unproven and not args.allow_unproven:
+        console.print("UNPROVEN: the checker was never shown a right answer. Add reference(ex) or solutions(ex, rng) "
+                      "to the task, or pass --allow-unproven to accept it untested.", highlight=False)
+    return ExitCode.FAILED
+
+
+_STYLE = {"PASS": "green", "FAIL": "red", "UNPROVEN": "yellow", "ok": "green", "FAILED": "red", "skipped": "yellow"}
+
+
+def print_selftest(console: Console, name: str, version: int, report: SelftestReport, verbosity: int) -> None:
+    """One task's self-test: a table of the properties (summed over the levels; -v: per level) with
+    the inputs tried and those skipped and why, then each failure's counterexample (-v: every
+    finding). -q: one line per task and what failed."""
+    from evalkit.core.selftest import UNPROVEN_HINT
+
+    size = f"{len(report.levels)} level(s), {sum(lv.examples for lv in report.levels)} examples"
+    title = f"{name} v{version}: [{_STYLE[report.status]}]{report.status}[/] · {size}"
+    rows = [(lv.level, r) for lv in report.levels for r in lv.results] if verbosity > 0 else \
+        [(None, r) for r in report.by_property()]
+    if verbosity < 0:
+        console.print(title)
+    else:
+        table = Table(title=title, title_justify="left")
+        for col in (["level"] if verbosity > 0 else []) + ["property", "result", "tried", "skipped / excused (why)"] \
+                + (["inputs"] if verbosity > 0 else []):
             table.add_column(col, overflow="fold")
-        for lv in report.levels:
-            for r in lv.results:
-                result = {True: "[green]ok", False: "[red]FAILED", None: "[yellow]skipped"}[r.passed]
-                table.add_row("—" if lv.level is None else str(lv.level), r.name, result, str(r.tried),
-                              safe_text(r.counterexample or "", 300))
+        for level, r in rows:
+            cells = ["—" if level is None else str(level)] if verbosity > 0 else []
+            table.add_row(*cells, r.name, f"[{_STYLE[r.status]}]{r.status}[/]", str(r.tried),
+                          safe_text(r.skipped_text(), 300), *([r.detail] if verbosity > 0 else []))
         console.print(table)
-        if report.error:
-            console.print(safe_text(f"error: {report.error}", style="red"))
-    console.print(f"[bold]{'all self-tests passed' if ok else 'self-test FAILED'}[/] ({len(tasks)} task(s))")
-    return ExitCode.OK if ok else ExitCode.FAILED
+    for level, r in rows:
+        if r.passed is not False:
+            continue
+        where = "" if level is None else f"level {level}: "
+        console.print(safe_text(f"FAILED {where}{r.name}: {r.counterexample}", 600, style="red"), soft_wrap=True)
+        shown = r.findings[1:] if verbosity > 0 else ()
+        for finding in shown:
+            console.print(safe_text(f"  {finding}", 400), soft_wrap=True)
+        if len(r.findings) > 1 and verbosity <= 0:
+            console.print(f"  … and {len(r.findings) - 1} more (-v lists them)", highlight=False)
+    if report.error:
+        console.print(safe_text(f"error: {report.error}", style="red"), soft_wrap=True)
+    if report.status == "UNPROVEN":
+        unproven = ", ".join(str(lv.level) for lv in report.levels if not lv.proven)
+        console.print(safe_text(f"UNPROVEN (level {unproven}): {UNPROVEN_HINT}", style="yellow"), soft_wrap=True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

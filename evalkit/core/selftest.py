@@ -1,128 +1,302 @@
-"""Checker self-test: prove with hypothesis that a task's checker is sound and not vacuous.
+"""Checker self-test: prove that a task's checker accepts right answers and rejects wrong ones.
 
 For each task and level, on generated (or loaded) eval and train examples:
 
-- soundness: the reference output passes;
+- soundness: every reference output passes;
+- accepts solutions: every answer the task's `solutions(ex, rng)` gives (several valid answers, as
+  different as the task allows) passes: this is what catches an over-strict checker;
 - non-vacuity: the empty output, the prompt echoed back, random text, and hypothesis-chosen
-  corruptions of the reference (digit/character edits, truncation, appended junk) fail, unless
-  the task declares the corrupted answer equivalent (`equivalent` / `selftest.normalize`);
-- determinism: the same input gives the same verdict;
+  corruptions of every known valid answer (reference and solutions: digit/character edits,
+  truncation, appended junk) fail, unless the task declares the corrupted answer equivalent
+  (`equivalent` / `selftest.normalize`);
+- agrees with second opinion: where the task has an independent judge, `second_opinion(ex, answer)`,
+  the checker's verdict matches it on every input tried (every disagreement is reported);
+- determinism: the same input gives the same verdict, checked outside hypothesis (which reseeds
+  `random` before each input), each input scored three times in different orders;
 - robustness: arbitrary unicode and very long outputs never make the checker raise or hang.
 
+A task with neither a reference nor solutions is UNPROVEN, not PASS (see `selftest_report`).
 Usable from pytest: `assert_selftest(task)` raises AssertionError with the minimal counterexample.
 Every function here takes a loaded `Task` or what `@task` decorated.
 """
 
 from __future__ import annotations
 
-import string
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import random
+from collections.abc import Sequence
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import Flaky
-from hypothesis.reporting import with_reporter
 
 from evalkit.core.example import Example
-from evalkit.core.scoring import score
-from evalkit.core.task import TaskLike, as_task
-from evalkit.core.verdict import Status
+from evalkit.core.scoring import Scored, call_with_deadline, score
+from evalkit.core.selftest_inputs import (
+    CORRUPTIONS,
+    WEIRD,
+    PropertyFailure,
+    corruption,
+    plain_corruption,
+    plain_text,
+    run_property,
+    show,
+)
+from evalkit.core.selftest_report import (
+    FAIL,
+    PASS,
+    UNPROVEN,
+    UNPROVEN_HINT,
+    LevelResult,
+    PropertyResult,
+    SelftestReport,
+)
+from evalkit.core.task import Task, TaskLike, as_task
+from evalkit.core.verdict import Status, Verdict, as_verdict
 from evalkit.errors import InfrastructureError
 
-CORRUPTIONS = ("digit_edit", "char_edit", "truncate", "append")
-# Junk appended to an answer: visible characters, no whitespace (whitespace is a stop string
-# or stripped by most extractors: appending it is no corruption).
-_JUNK = st.text(alphabet=st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=8)
+__all__ = ["CORRUPTIONS", "FAIL", "PASS", "UNPROVEN", "UNPROVEN_HINT", "LevelResult", "PropertyFailure",
+           "PropertyResult", "SelftestReport", "assert_selftest", "corruption", "selftest_level", "selftest_task"]
+
+EXCUSED = "excused: equivalent to a valid answer"
 
 
-class PropertyFailure(AssertionError):
-    """One falsifying example; hypothesis shrinks to the minimal one and re-raises it."""
+class LevelRun:
+    """One level's examples, their known valid answers, and the properties run on them."""
 
+    def __init__(self, task: Task, examples: list[Example], *, seed: int, max_examples: int, timeout: float):
+        self.task, self.examples, self.seed = task, examples, seed
+        self.max_examples, self.timeout = max_examples, timeout
+        self.impl = task.impl
+        self.solutions: dict[str, list[str]] = {}
+        self.solution_errors: list[str] = []
+        self.repeats = 0
+        if hasattr(self.impl, "solutions"):
+            for ex in examples:
+                self.solutions[ex.id] = self.draw_solutions(ex)
 
-@dataclass(frozen=True)
-class PropertyResult:
-    name: str
-    passed: bool | None  # None: skipped (e.g. no reference solver)
-    tried: int = 0
-    counterexample: str | None = None
+    def draw_solutions(self, ex: Example) -> list[str]:
+        rng = random.Random(f"{self.task.name}/solutions/{ex.id}/{self.seed}")
+        try:
+            given = call_with_deadline(lambda: list(self.impl.solutions(ex, rng)), self.timeout)
+        except InfrastructureError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken solver fails "accepts solutions"
+            self.solution_errors.append(f"solutions() raised {type(exc).__name__}: {exc} on example {ex.id}")
+            return []
+        out: list[str] = []
+        for answer in given:
+            if not isinstance(answer, str):
+                self.solution_errors.append(f"solutions() gave a {type(answer).__name__}, not str, on example {ex.id}")
+            elif answer == ex.reference or answer in out:
+                self.repeats += 1
+            else:
+                out.append(answer)
+        return out
 
-
-@dataclass(frozen=True)
-class LevelResult:
-    task: str
-    level: int | None
-    results: tuple[PropertyResult, ...]
+    def valid(self, ex: Example) -> list[str]:
+        """The known valid outputs for `ex`: its reference, then its solutions."""
+        return ([ex.reference] if ex.reference is not None else []) + self.solutions.get(ex.id, [])
 
     @property
-    def passed(self) -> bool:
-        return all(r.passed is not False for r in self.results)
+    def proven(self) -> bool:
+        return any(self.valid(ex) for ex in self.examples)
+
+    def scored(self, ex: Example, output: str) -> Scored:
+        return score(self.task, ex, output, timeout=self.timeout)
+
+    def excused(self, ex: Example, output: str) -> bool:
+        return any(self.task.equivalent(ex, answer, output) for answer in self.valid(ex))
+
+    def outcome(self, ex: Example, output: str) -> str:
+        """For an output that should fail: "rejected", "excused" (it passed, but the task calls it
+        equivalent to a valid answer) or "PASSED" (a counterexample)."""
+        if self.scored(ex, output).verdict.status is not Status.PASS:
+            return "rejected"
+        return "excused" if self.excused(ex, output) else "PASSED"
+
+    @staticmethod
+    def wrong_pass(ex: Example, output: str, what: str) -> str:
+        return (f"{what} {show(output)} PASSED for example {ex.id} (prompt {show(ex.prompt)}, "
+                f"reference {show(ex.reference or '')})")
+
+    # -- the properties ---------------------------------------------------------------
+    def soundness(self) -> PropertyResult:
+        with_ref = [ex for ex in self.examples if ex.reference is not None]
+        skipped = {"examples without a reference": len(self.examples) - len(with_ref)}
+        if not with_ref:
+            why = "the task defines no reference(ex)" if not self.task.has_reference else "no example has a reference"
+            return PropertyResult("soundness", None, 0, skipped={why: None}, detail="each example's reference")
+        rejected = []
+        for ex in with_ref:
+            v = self.scored(ex, ex.reference or "").verdict
+            if v.status is not Status.PASS:
+                rejected.append(f"example {ex.id}: prompt {show(ex.prompt)}; reference {show(ex.reference or '')} "
+                                f"{_got(v)}")
+        failure = f"{len(rejected)} of {len(with_ref)} references rejected; first: {rejected[0]}" if rejected else None
+        return PropertyResult("soundness", not rejected, len(with_ref), failure, _nonzero(skipped),
+                              "each example's reference")
+
+    def accepts_solutions(self) -> PropertyResult:
+        name, detail = "accepts solutions", "every answer solutions(ex, rng) gives, other than the reference"
+        if not hasattr(self.impl, "solutions"):
+            return PropertyResult(name, None, 0, skipped={"the task defines no solutions(ex, rng)": None},
+                                  detail=detail)
+        rejected = list(self.solution_errors)
+        tried = 0
+        for ex in self.examples:
+            for answer in self.solutions[ex.id]:
+                tried += 1
+                v = self.scored(ex, answer).verdict
+                if v.status is not Status.PASS:
+                    rejected.append(f"valid solution {show(answer)} {_got(v)} — example "
+                                    f"{ex.id} (prompt {show(ex.prompt)}, reference {show(ex.reference or '')})")
+        skipped = {"examples with no solution": sum(not self.solutions[ex.id] for ex in self.examples),
+                   "repeats of the reference or of another solution": self.repeats}
+        failure = (f"{len(rejected)} of {tried} solutions rejected (an over-strict checker?); first: {rejected[0]}"
+                   if rejected else None)
+        return PropertyResult(name, not rejected, tried, failure, _nonzero(skipped), detail)
+
+    def rejects_empty_echo(self) -> PropertyResult:
+        failure, excused = None, 0
+        for ex in self.examples:
+            for output, what in (("", "empty output"), (ex.prompt, "the prompt echoed back")):
+                found = self.outcome(ex, output)
+                excused += found == "excused"
+                if found == "PASSED" and failure is None:
+                    failure = self.wrong_pass(ex, output, what)
+        return PropertyResult("rejects empty/echo", failure is None, 2 * len(self.examples), failure,
+                              _nonzero({EXCUSED: excused}), "the empty output and the prompt, for each example")
+
+    def rejects_random_text(self) -> PropertyResult:
+        excused = 0
+
+        def body(v: tuple[Example, str]) -> None:
+            nonlocal excused
+            found = self.outcome(*v)
+            excused += found == "excused"
+            if found == "PASSED":
+                raise PropertyFailure(self.wrong_pass(*v, "random text"))
+
+        tried, failure = run_property(body, st.tuples(st.sampled_from(self.examples), st.text(max_size=40)),
+                                      self.max_examples)
+        return PropertyResult("rejects random text", failure is None, tried, failure, _nonzero({EXCUSED: excused}),
+                              "hypothesis-chosen text up to 40 characters")
+
+    def rejects_corruptions(self) -> PropertyResult:
+        name = "rejects corruptions"
+        detail = "hypothesis-chosen edits, truncations and appended junk of every reference and solution"
+        skip = self.task.spec.selftest.skip
+        skipped: dict[str, int | None] = {f"kind {k!r}: skipped by the task": None for k in CORRUPTIONS if k in skip}
+        kinds = [k for k in CORRUPTIONS if k not in skip]
+        seeds = [(ex, answer) for ex in self.examples for answer in self.valid(ex)]
+        if not seeds or not kinds:
+            skipped["no known valid answer to corrupt" if not seeds else "every kind skipped by the task"] = None
+            return PropertyResult(name, None, 0, skipped=skipped, detail=detail)
+        excused: dict[str, int] = {}
+
+        def body(v: tuple[Example, tuple[str, str]]) -> None:
+            ex, (kind, output) = v
+            found = self.outcome(ex, output)
+            if found == "excused":
+                excused[kind] = excused.get(kind, 0) + 1
+            elif found == "PASSED":
+                raise PropertyFailure(self.wrong_pass(ex, output, f"corruption ({kind})"))
+
+        strategy = st.sampled_from(seeds).flatmap(lambda s: corruption(s[1], kinds).map(lambda c: (s[0], c)))
+        tried, failure = run_property(body, strategy, self.max_examples)
+        skipped.update({f"{EXCUSED} ({kind})": n for kind, n in sorted(excused.items())})
+        return PropertyResult(name, failure is None, tried, failure, skipped, detail)
+
+    def agrees_with_second_opinion(self) -> PropertyResult:
+        name = "agrees with second opinion"
+        detail = "valid answers, empty output, echoed prompt, corruptions and random text"
+        if not hasattr(self.impl, "second_opinion"):
+            return PropertyResult(name, None, 0, skipped={"the task defines no second_opinion(ex, answer)": None},
+                                  detail=detail)
+        seen: dict[tuple[str, str], None] = {}
+        findings: list[str] = []
+        skipped = {"the checker raised or timed out (see robust)": 0}
+
+        def judge(ex: Example, output: str) -> None:
+            if (ex.id, output) in seen:
+                return
+            seen[(ex.id, output)] = None
+            scored = self.scored(ex, output)
+            if scored.verdict.status in (Status.ERROR, Status.TIMEOUT):
+                skipped["the checker raised or timed out (see robust)"] += 1
+                return
+            try:
+                opinion = as_verdict(call_with_deadline(lambda: self.impl.second_opinion(ex, scored.answer),
+                                                        self.timeout)).passed
+            except InfrastructureError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported with the input
+                findings.append(f"example {ex.id}: output {show(output)}: second opinion raised "
+                                f"{type(exc).__name__}: {exc}")
+                return
+            if opinion != scored.verdict.passed:
+                findings.append(f"example {ex.id} (prompt {show(ex.prompt)}): output {show(output)}: checker "
+                                f"{scored.verdict.status.value}, second opinion {'PASS' if opinion else 'FAIL'}")
+
+        for ex in self.examples:
+            for output in [*self.valid(ex), "", ex.prompt]:
+                judge(ex, output)
+        seeds = [(ex, answer) for ex in self.examples for answer in self.valid(ex)]
+        drawn = st.tuples(st.sampled_from(self.examples), st.text(max_size=40))
+        if seeds:
+            drawn = st.one_of(drawn, st.sampled_from(seeds).flatmap(
+                lambda s: corruption(s[1], CORRUPTIONS).map(lambda c: (s[0], c[1]))))
+        run_property(lambda v: judge(v[0], v[1]), drawn, self.max_examples)  # never raises: collects
+        failure = (f"{len(findings)} disagreement(s) in {len(seen)} inputs; first: {findings[0]}"
+                   if findings else None)
+        return PropertyResult(name, not findings, len(seen), failure, _nonzero(skipped), detail, tuple(findings))
+
+    def deterministic(self) -> PropertyResult:
+        """Outside hypothesis: each input scored three times (in order, reversed, in order again)."""
+        rng = random.Random(f"{self.task.name}/determinism/{self.seed}")
+        pool: list[tuple[Example, str]] = []
+        for ex in self.examples:
+            valid = self.valid(ex)
+            pool += [(ex, answer) for answer in valid[:3]]
+            pool += [(ex, ""), (ex, ex.prompt), (ex, plain_text(rng))]
+            pool += [(ex, plain_corruption(answer, rng)) for answer in valid[:1]]
+        n = max(16, self.max_examples // 4)
+        inputs = pool if len(pool) <= n else rng.sample(pool, n)
+        runs: list[dict[int, tuple[Status, float]]] = [{}, {}, {}]
+        for run, order in zip(runs, (range(len(inputs)), range(len(inputs) - 1, -1, -1), range(len(inputs)))):
+            for i in order:
+                v = self.scored(*inputs[i]).verdict
+                run[i] = (v.status, v.score)
+        failure = None
+        for i, (ex, output) in enumerate(inputs):
+            seen = [run[i] for run in runs]
+            if len(set(seen)) > 1:
+                shown = " then ".join(f"{status.value} ({value:g})" for status, value in seen)
+                failure = (f"non-deterministic verdict: output {show(output)} on example {ex.id} gave {shown}: "
+                           f"a checker must be a pure function of the example and the answer")
+                break
+        return PropertyResult("deterministic", failure is None, 3 * len(inputs), failure,
+                              detail="valid answers, empty output, prompt, random text and edits, each scored "
+                                     "3 times in different orders, outside hypothesis")
+
+    def robust(self) -> PropertyResult:
+        def body(v: tuple[Example, str]) -> None:
+            ex, output = v
+            verdict = self.scored(ex, output).verdict
+            if verdict.status in (Status.ERROR, Status.TIMEOUT):
+                raise PropertyFailure(f"output {show(output)} on example {ex.id}: {verdict.status.value}: "
+                                      f"{verdict.reason}")
+
+        tried, failure = run_property(body, st.tuples(st.sampled_from(self.examples), WEIRD), self.max_examples)
+        return PropertyResult("robust", failure is None, tried, failure,
+                              detail="any unicode, control characters, 100k-character outputs, deep nesting")
 
 
-@dataclass
-class SelftestReport:
-    task: str
-    levels: list[LevelResult] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(lv.passed for lv in self.levels)
-
-    def failures(self) -> list[tuple[int | None, PropertyResult]]:
-        return [(lv.level, r) for lv in self.levels for r in lv.results if r.passed is False]
+def _got(v: Verdict) -> str:
+    return f"got {v.status.value}: {v.reason}" if v.reason else f"got {v.status.value}"
 
 
-def _show(text: str, limit: int = 120) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
-def corruption(reference: str, kinds: Sequence[str]) -> st.SearchStrategy[tuple[str, str]]:
-    """(kind, corrupted text) for one reference output."""
-    options = []
-    digits = [i for i, ch in enumerate(reference) if ch.isdigit()]
-    if "digit_edit" in kinds and digits:
-        options.append(st.tuples(st.sampled_from(digits), st.sampled_from(string.digits)).filter(
-            lambda t: reference[t[0]] != t[1]).map(
-            lambda t: ("digit_edit", reference[: t[0]] + t[1] + reference[t[0] + 1:])))
-    if "char_edit" in kinds and reference:
-        n = len(reference)
-        ch = st.characters(codec="utf-8", exclude_categories=["Cs"])
-        replace = st.tuples(st.integers(0, n - 1), ch).filter(lambda t: reference[t[0]] != t[1]).map(
-            lambda t: ("char_edit", reference[: t[0]] + t[1] + reference[t[0] + 1:]))
-        insert = st.tuples(st.integers(0, n), ch).map(
-            lambda t: ("char_edit", reference[: t[0]] + t[1] + reference[t[0]:]))
-        delete = st.integers(0, n - 1).map(lambda i: ("char_edit", reference[:i] + reference[i + 1:]))
-        options += [replace, insert, delete]
-    if "truncate" in kinds and reference:
-        options.append(st.integers(0, len(reference) - 1).map(lambda i: ("truncate", reference[:i])))
-    if "append" in kinds:
-        options.append(_JUNK.map(lambda j: ("append", reference.rstrip() + j)))
-    return st.one_of(options) if options else st.nothing()
-
-
-def _run_property(name: str, strategy: st.SearchStrategy, body: Callable, max_examples: int) -> PropertyResult:
-    tried = 0
-
-    @settings(max_examples=max_examples, database=None, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink], print_blob=False)
-    @given(strategy)
-    def prop(value):
-        nonlocal tried
-        tried += 1
-        body(value)
-
-    try:
-        with with_reporter(lambda *_: None):
-            prop()
-    except PropertyFailure as exc:
-        return PropertyResult(name, False, tried, str(exc))
-    except Flaky as exc:
-        return PropertyResult(name, False, tried, f"flaky (non-deterministic verdict): {exc}")
-    return PropertyResult(name, True, tried)
+def _nonzero(counts: dict[str, int]) -> dict[str, int | None]:
+    return {reason: n for reason, n in counts.items() if n}
 
 
 def selftest_level(task: TaskLike, level: int | None, *, n_examples: int = 20, max_examples: int = 100,
@@ -134,99 +308,27 @@ def selftest_level(task: TaskLike, level: int | None, *, n_examples: int = 20, m
         level: the level (None: the task's default).
         n_examples: examples drawn per split (eval and train).
         max_examples: hypothesis examples per property.
-        seed: the examples' seed.
+        seed: the examples' seed (and the solutions' seed).
         timeout: seconds one check may take before it counts as TIMEOUT.
     """
     task = as_task(task)
     examples: list[Example] = []
     for split in ("eval", "train"):
         examples += task.examples(split, n=n_examples, seed=seed, level=level)
-    results: list[PropertyResult] = []
     if not examples:
         return LevelResult(task.name, level, (PropertyResult("examples", False, 0, "the task produced no examples"),))
-    with_ref = [e for e in examples if e.reference is not None]
-
-    def verdict_of(ex: Example, output: str):
-        return score(task, ex, output, timeout=timeout).verdict
-
-    # Soundness: every reference passes (no sampling: all examples are tried).
-    if with_ref:
-        failure = None
-        for ex in with_ref:
-            v = verdict_of(ex, ex.reference or "")
-            if v.status is not Status.PASS:
-                failure = (f"example {ex.id}: prompt {_show(ex.prompt)}; reference {_show(ex.reference or '')} "
-                           f"got {v.status.value}: {v.reason}")
-                break
-        results.append(PropertyResult("soundness", failure is None, len(with_ref), failure))
-    else:
-        results.append(PropertyResult("soundness", None, 0, "no reference solver: skipped"))
-
-    def must_fail(ex: Example, output: str, what: str) -> None:
-        v = verdict_of(ex, output)
-        if v.status is Status.PASS:
-            ref = ex.reference
-            if ref is not None and task.equivalent(ex, ref, output):
-                return
-            raise PropertyFailure(f"{what} {_show(output)} PASSED for example {ex.id} "
-                                  f"(prompt {_show(ex.prompt)}, reference {_show(ref or '')})")
-
-    # Non-vacuity, fixed cases: empty output and the prompt echoed back.
-    failure = None
-    for ex in examples:
-        for output, what in (("", "empty output"), (ex.prompt, "the prompt echoed back")):
-            try:
-                must_fail(ex, output, what)
-            except PropertyFailure as exc:
-                failure = failure or str(exc)
-    results.append(PropertyResult("rejects empty/echo", failure is None, 2 * len(examples), failure))
-
-    pick = st.sampled_from(examples)
-    results.append(_run_property(
-        "rejects random text", st.tuples(pick, st.text(max_size=40)),
-        lambda v: must_fail(v[0], v[1], "random text"), max_examples))
-
-    kinds = [k for k in CORRUPTIONS if k not in task.spec.selftest.skip]
-    if with_ref and kinds:
-        corrupted = st.sampled_from(with_ref).flatmap(
-            lambda ex: corruption(ex.reference or "", kinds).map(lambda c: (ex, c)))
-        results.append(_run_property(
-            "rejects corruptions", corrupted,
-            lambda v: must_fail(v[0], v[1][1], f"corruption ({v[1][0]})"), max_examples))
-    else:
-        results.append(PropertyResult("rejects corruptions", None, 0,
-                                      "no reference solver" if not with_ref else "all kinds skipped by the task"))
-
-    def deterministic(v) -> None:
-        ex, output = v
-        first, second = verdict_of(ex, output), verdict_of(ex, output)
-        if (first.status, first.score) != (second.status, second.score):
-            raise PropertyFailure(f"output {_show(output)} on example {ex.id} gave {first.status.value} "
-                                  f"then {second.status.value}")
-
-    outputs = st.one_of(st.text(max_size=40), *(
-        [st.sampled_from([e.reference for e in with_ref])] if with_ref else []))
-    results.append(_run_property("deterministic", st.tuples(pick, outputs), deterministic, max(10, max_examples // 4)))
-
-    def robust(v) -> None:
-        ex, output = v
-        verdict = verdict_of(ex, output)
-        if verdict.status in (Status.ERROR, Status.TIMEOUT):
-            raise PropertyFailure(f"output {_show(output)} on example {ex.id}: {verdict.status.value}: "
-                                  f"{verdict.reason}")
-
-    weird = st.one_of(
-        st.text(st.characters(codec="utf-8"), max_size=200),
-        st.text(min_size=1, max_size=5).map(lambda s: s * 20_000),  # very long outputs
-        st.sampled_from(["\x00", "\u202e", "{" * 5000, "[" * 5000, "9" * 50_000, "1e99999", "nan", "inf",
-                         "0/0", "\ud7ff" * 10, "```json\n{\n```"]),
-    )
-    results.append(_run_property("robust", st.tuples(pick, weird), robust, max_examples))
-    return LevelResult(task.name, level, tuple(results))
+    run = LevelRun(task, examples, seed=seed, max_examples=max_examples, timeout=timeout)
+    results = (run.soundness(), run.accepts_solutions(), run.rejects_empty_echo(), run.rejects_random_text(),
+               run.rejects_corruptions(), run.agrees_with_second_opinion(), run.deterministic(), run.robust())
+    return LevelResult(task.name, level, results, len(examples), run.proven)
 
 
 def selftest_task(task: TaskLike, *, levels: Sequence[int] | None = None, **kwargs: Any) -> SelftestReport:
-    """Self-test a task at each of its levels (or the given ones); keywords go to `selftest_level`."""
+    """Self-test a task at each of its levels (or the given ones); keywords go to `selftest_level`.
+
+    The report's `status` is PASS, FAIL or UNPROVEN (no reference and no solutions on some level);
+    `passed` is true only for PASS.
+    """
     task = as_task(task)
     report = SelftestReport(task.name)
     chosen: Sequence[int | None] = list(levels) if levels else (list(task.levels) or [None])
@@ -243,18 +345,14 @@ def selftest_task(task: TaskLike, *, levels: Sequence[int] | None = None, **kwar
     return report
 
 
-def assert_selftest(task: TaskLike, **kwargs: Any) -> SelftestReport:
+def assert_selftest(task: TaskLike, *, allow_unproven: bool = False, **kwargs: Any) -> SelftestReport:
     """Run the self-test; raise AssertionError naming each failed property and its counterexample.
 
-    Keywords: `levels` and those of `selftest_level` (`n_examples`, `max_examples`, `seed`, `timeout`).
+    An UNPROVEN task (neither reference nor solutions) fails too, saying what to add, unless
+    `allow_unproven`. Keywords: `levels` and those of `selftest_level` (`n_examples`,
+    `max_examples`, `seed`, `timeout`).
     """
-    task = as_task(task)
     report = selftest_task(task, **kwargs)
-    if not report.passed:
-        lines = [f"self-test of {task.name!r} failed:"]
-        if report.error:
-            lines.append(f"  error: {report.error}")
-        for level, r in report.failures():
-            lines.append(f"  level {level}: {r.name}: {r.counterexample}")
-        raise AssertionError("\n".join(lines))
+    if report.status == FAIL or (report.status == UNPROVEN and not allow_unproven):
+        raise AssertionError(report.message())
     return report
