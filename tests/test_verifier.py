@@ -300,3 +300,33 @@ def test_grpo_smoke_few_steps_on_a_tiny_model(project):
     assert training["rounds"][0]["steps"] == 4 and training["rounds"][0]["levels"] == {"prefix": 2}
     assert (project / "out" / "model" / "model.safetensors").is_file() and result.best_step is not None
     assert (project / "out" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.2, 0.5, 1.0])
+def test_grpo_reward_format_is_a_factor_never_a_bonus(weight):
+    """A wrong but well-formatted completion earns no more than a wrong badly-formatted one (both 0);
+    only a right answer earns reward. An additive format bonus would pay the first `weight`."""
+    pytest.importorskip("trl")
+    import evalkit
+    from evalkit.core.example import canonical
+    from evalkit.train.grpo import checker_reward
+
+    repo = Path(__file__).resolve().parent.parent
+    addition = evalkit.load_tasks("addition", tasks_dir=repo / "tasks")[0]
+    ex = addition.examples("train", n=1, seed=0, level=2)[0]
+    right = addition.reference(ex)
+    wrong = str(int(right) + 1)
+    reward = checker_reward({"addition": addition}, format_weight=weight)
+    completions = [right, wrong, "\n" + wrong, "", "the answer"]  # right, wrong, wrong/empty after the stop, ...
+    got = reward(prompts=[ex.prompt] * 5, completions=completions, task=["addition"] * 5,
+                 fields=[canonical(ex.fields)] * 5, level=[ex.level] * 5)
+    assert got[0] == 1.0
+    assert got[1] == got[2] == got[3] == got[4] == 0.0  # well formed or not, wrong earns nothing
+
+
+def test_grpo_format_reward_must_be_a_weight_in_0_1(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(BASE.format(name="r", mode="grpo") + "grpo: {format_reward: 1.5}\n"
+                    "eval: {tasks: {prefix: {target: 0.5}}}\n")
+    with pytest.raises(ConfigError, match="format_reward"):
+        load_recipe(path)

@@ -110,12 +110,22 @@ def train(run: Run, *, max_steps: int | None = None) -> FinetuneResult:
                   default_reason=default, met=met)
 
 
-def checker_rewards(tasks: Mapping[str, Any]) -> tuple[Callable[..., list[float]], Callable[..., list[float]]]:
-    """TRL reward functions over dataset columns `task`, `fields` (JSON) and `level`:
-    the task checker's verdict score, and a format reward (1.0 for a non-empty extracted answer)."""
+def checker_reward(tasks: Mapping[str, Any], format_weight: float = 0.0) -> Callable[..., list[float]]:
+    """The TRL reward function over dataset columns `task`, `fields` (JSON) and `level`: the task
+    checker's verdict score, with the answer's format as a factor, never a bonus.
+
+    reward = score x (1 - format_weight + format_weight x well_formed), where well_formed is 1.0
+    for a non-empty extracted answer. A wrong answer (score 0) earns 0 however well formatted:
+    under GRPO's group-normalised advantages an additive format bonus would reward well-formatted
+    wrong answers over the group's mean (open-instruct gates the verification reward on the
+    format for this reason). `format_weight` in [0, 1]: how much of a right answer's reward
+    depends on its format (0: none).
+    """
     from evalkit.core.extract import cut_at_stop
     from evalkit.core.scoring import score
 
+    if not 0.0 <= format_weight <= 1.0:
+        raise ValueError(f"format_weight must be in [0, 1], got {format_weight}")
     cache: dict[tuple[str, str, Any], Any] = {}
 
     def example(name: str, fields: str, level: Any) -> Any:
@@ -124,26 +134,17 @@ def checker_rewards(tasks: Mapping[str, Any]) -> tuple[Callable[..., list[float]
             cache[key] = tasks[name].example(json.loads(fields), level)
         return cache[key]
 
-    def checker_score(prompts: Any, completions: list[str], task: list[str], fields: list[str], level: list[Any],
-                      **kwargs: Any) -> list[float]:
+    def reward(prompts: Any, completions: list[str], task: list[str], fields: list[str], level: list[Any],
+               **kwargs: Any) -> list[float]:
         out = []
         for text, name, f, lv in zip(completions, task, fields, level):
             t = tasks[name]
-            out.append(score(t, example(name, f, lv), cut_at_stop(text, t.generation.stop)).verdict.score)
+            scored = score(t, example(name, f, lv), cut_at_stop(text, t.generation.stop))
+            well_formed = 1.0 if scored.answer.strip() else 0.0
+            out.append(scored.verdict.score * (1.0 - format_weight + format_weight * well_formed))
         return out
 
-    def answer_format(prompts: Any, completions: list[str], task: list[str], **kwargs: Any) -> list[float]:
-        out = []
-        for text, name in zip(completions, task):
-            t = tasks[name]
-            try:
-                answer = t.extract(cut_at_stop(text, t.generation.stop))
-            except Exception:  # noqa: BLE001 - a crashing extractor is a malformed answer
-                answer = ""
-            out.append(1.0 if isinstance(answer, str) and answer.strip() else 0.0)
-        return out
-
-    return checker_score, answer_format
+    return reward
 
 
 def prompt_dataset(run: Run, levels: Mapping[str, int | None], n: int, seed: int, held_out: set[str]) -> Any:
@@ -196,12 +197,9 @@ def grpo(run: Run, curriculum: Curriculum | None, held_out: set[str], budget: in
         run.say(nothing)
         return bool(run.state.history[-1]["all_met"])
 
-    # 5. GRPO segments: checker rewards (plus a format reward when weighted), the evaluation callback.
+    # 5. GRPO segments: the checker's reward (the format a factor of it, never a bonus), the evaluation callback.
     tasks = {t.name: t for t in train_tasks(run)}
-    rewards: list[Any] = list(checker_rewards(tasks))
-    weights = [1.0, g["format_reward"]]
-    if not g["format_reward"]:
-        rewards, weights = rewards[:1], weights[:1]
+    rewards: list[Any] = [checker_reward(tasks, g["format_reward"])]
     longest = g["max_completion_length"] or max(t.generation.max_new_tokens or 32 for t in tasks.values())
     total = min(g["steps"], budget - run.step_offset)
     segment = recipe.eval_every if curriculum else total
@@ -220,7 +218,7 @@ def grpo(run: Run, curriculum: Curriculum | None, held_out: set[str], budget: in
                 per_device_train_batch_size=g["prompts_per_step"] * k, gradient_accumulation_steps=1,
                 learning_rate=g["lr"], beta=g["beta"], temperature=g["temperature"],
                 max_completion_length=longest, warmup_steps=g["warmup_steps"], logging_steps=1,
-                gradient_checkpointing=False, reward_weights=weights, seed=recipe.seed + i,
+                gradient_checkpointing=False, seed=recipe.seed + i,
                 data_seed=recipe.seed + i)
             trainer = GRPOTrainer(model=run.model, reward_funcs=rewards, args=args, train_dataset=dataset,
                                   processing_class=run.tokenizer)
@@ -249,4 +247,4 @@ def grpo(run: Run, curriculum: Curriculum | None, held_out: set[str], budget: in
     return None
 
 
-__all__ = ["RewardLog", "checker_rewards", "grpo", "prompt_dataset", "train"]
+__all__ = ["RewardLog", "checker_reward", "grpo", "prompt_dataset", "train"]
