@@ -12,7 +12,7 @@ import ast
 import json
 from pathlib import Path
 
-from evalkit import checkers, task
+from evalkit import checkers, contained, task
 from evalkit.core.extract import cut_at_stop
 
 DATA = Path(__file__).parent / "data" / "python_functions.jsonl"
@@ -30,6 +30,7 @@ STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
     max_new_tokens=384,
     stop=STOP,
 )
+@contained  # its checks run in the sandbox, which bounds their time: no worker process needed
 class PythonFunctions:
     """Complete a small Python function from its signature and docstring; graded by unit tests."""
 

@@ -64,6 +64,34 @@ def test_statistics_in_the_record():
     assert fail["reason"] and fail["reference"] != fail["answer"]
 
 
+@task(name="parity", max_new_tokens=8)
+class Parity:
+    """Passes even numbers; each check takes a few ms and says which process ran it."""
+
+    def rows(self):
+        return [{"n": i} for i in range(200)]
+
+    def prompt(self, ex):
+        return str(ex["n"])
+
+    def reference(self, ex):
+        return str(ex["n"])
+
+    def check(self, ex, answer):
+        time.sleep(0.003)
+        return verdict(answer == str(ex["n"]) and ex["n"] % 2 == 0, f"{answer} in {os.getpid()}")
+
+
+def test_verdicts_stay_with_their_samples_whatever_the_check_workers():
+    """Checks run in worker processes, in chunks, several at once; each verdict still lands on its sample."""
+    for workers in (1, 4):
+        samples = list(evaluate(tasks=[Parity], model_spec="oracle", n=None, check_workers=workers).samples())
+        assert [s["status"] == "PASS" for s in samples] == [int(s["prompt"]) % 2 == 0 for s in samples]
+        assert all(s["reason"].startswith(f"{s['prompt']} in ") for s in samples)
+        pids = {s["reason"].split(" in ")[1] for s in samples}
+        assert str(os.getpid()) not in pids and (len(pids) == 1 if workers == 1 else len(pids) > 1)
+
+
 def test_pass_at_k_with_sampling():
     import random
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evalkit.checkers import Check, register
+from evalkit.core.checkpool import contained
 from evalkit.core.example import Example
 from evalkit.core.verdict import Status, Verdict, verdict
 from evalkit.sandbox import (
@@ -150,7 +151,7 @@ def python_tests(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolat
             return Verdict(Status.ERROR, 0.0, reason)
         return verdict(False, reason or "tests failed")
 
-    return check
+    return contained(check)  # the sandbox bounds the code's time: checked on threads in this process
 
 
 def _case(case: Any, i: int) -> tuple[list[Any], dict[str, Any], Any]:
@@ -244,4 +245,4 @@ def python_io(timeout: float = 10.0, memory_mb: int = 1024, isolation: Isolation
         return verdict(False, first_wrong if len(first_wrong) <= 300 else first_wrong[:297] + "...",
                        score=right / len(cases))
 
-    return check
+    return contained(check)  # the sandbox bounds the code's time: checked on threads in this process

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT
 from evalkit.errors import ConfigError, ExitCode
 from evalkit.train.checkpoints import complete_checkpoints, read_state, remove_staging
 from evalkit.train.recipe import Recipe, load_recipe
@@ -97,6 +98,7 @@ class Run:
             several), so evaluations, checkpoints and curves count steps across the whole run.
         entry_extra: merged into each history entry (phase, round, levels).
         training_meta: merged into the final record's meta.training.
+        check_timeout: seconds one check may take in an evaluation (then TIMEOUT; the check is ended).
     """
 
     def __init__(self, recipe: Recipe, output: Path, registry: Any, *, resume_from: Path | None = None,
@@ -119,6 +121,7 @@ class Run:
         self.step_offset = 0
         self.entry_extra: dict[str, Any] = {}
         self.training_meta: dict[str, Any] = {}
+        self.check_timeout = DEFAULT_CHECK_TIMEOUT
 
     def target_of(self, name: str) -> float:
         t = self.targets[name]
@@ -154,8 +157,8 @@ class Run:
             shutil.rmtree(folder)  # a half-written evaluation from a killed run: redo it
         record = evaluate(model=model, tokenizer=self.tokenizer, tasks=self.tasks, n=recipe.eval_n,
                           seed=recipe.eval_seed, batch_size=recipe.eval_batch_size, task_settings=settings,
-                          run_dir=folder, run_id=f"{recipe.name}-step-{step:06d}",
-                          meta={"training": {"step": step, "recipe": str(recipe.file)}})
+                          check_timeout=self.check_timeout, run_dir=folder, run_id=f"{recipe.name}-step-{step:06d}",
+                          chat=recipe.eval_chat, meta={"training": {"step": step, "recipe": str(recipe.file)}})
         rates, met_all, margins = {}, True, []
         for t in record.tasks:
             target, on = self.target_of(t["name"]), self.targets[t["name"]].on
