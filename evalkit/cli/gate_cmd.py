@@ -67,7 +67,7 @@ def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None, co
         return evaluate(tasks=tasks, backend=backend, model_spec=args.model,
                         n=args.n or run.get("n", 200), seed=run.get("seed", 0), k=run.get("k", 1),
                         temperature=run.get("temperature", 0.0), level=run.get("level"),
-                        batch_size=run.get("batch_size", 64),
+                        batch_size=run.get("batch_size", 64), chat=args.chat or run.get("chat", False),
                         reports_dir=Path(args.reports_dir) if args.reports_dir else config.reports,
                         progress=update)
 

@@ -28,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = make_console(stderr=True)
     with console.status(f"loading {args.model}…"):
         backend = load_backend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                               model_name=args.model_name, concurrency=args.concurrency, chat=args.chat)
+                               model_name=args.model_name, concurrency=args.concurrency)
     run_dir = None
     if args.fresh or args.run_id:
         from evalkit.run.runner import run_id_for
@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = evaluate(tasks=tasks, backend=backend, model_spec=args.model, n=args.n, seed=args.seed, k=args.k,
                           temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
-                          reports_dir=reports, progress=update, check_timeout=args.check_timeout)
+                          reports_dir=reports, progress=update, check_timeout=args.check_timeout, chat=args.chat)
     write_rendered(record)
     out = make_console()
     render_terminal(record, out, verbosity=args.verbose - args.quiet)

@@ -74,6 +74,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         table.add_column(overflow="fold")
         table.add_row("id", ex.id)
         table.add_row("prompt", safe_text(ex.prompt))
+        for m in t.messages(ex) if args.chat else ():  # the chat form, as `run --chat` sends it
+            table.add_row(f"chat {m['role']}", safe_text(m["content"]))
         table.add_row("reference", safe_text(ex.reference))
         if ex.reference is not None:
             scored = score(t, ex, ex.reference)

@@ -8,21 +8,36 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from evalkit.core.extractors import choice_letter, code_block, first_integer, first_number, json_value, last_number
 
 Extractor = Callable[[str], str]
 
 
-def cut_at_stop(output: str, stop: Sequence[str]) -> str:
-    """Cut the output at the earliest stop string (the stop string itself excluded)."""
-    end = len(output)
+def find_stop(output: str, stop: Sequence[str]) -> int:
+    """Where the output ends: the index of the earliest stop string that starts at or after the output's
+    first non-whitespace character, -1 when there is none.
+
+    Leading whitespace never ends an answer: an instruct model that opens with a newline is not cut
+    to nothing by the stop string "\n" (nor by "\n\n", "\n\n\n" ...); its first line is the answer.
+    """
+    start = len(output) - len(output.lstrip())
+    end = -1
     for s in stop:
         if s:
-            i = output.find(s)
-            if 0 <= i < end:
+            i = output.find(s, start)
+            if i >= 0 and (end < 0 or i < end):
                 end = i
-    return output[:end]
+    return end
+
+
+def cut_at_stop(output: str, stop: Sequence[str]) -> str:
+    """Cut the output at the earliest stop string (the stop string itself excluded), ignoring stop strings
+    inside its leading whitespace (`find_stop`)."""
+    end = find_stop(output, stop)
+    return output if end < 0 else output[:end]
 
 
 def strip(output: str) -> str:
@@ -92,21 +107,23 @@ def find_json(text: str) -> Any:
     raise ValueError("no JSON object or array found")
 
 
-def json_value(output: str) -> str:
-    """Extract the first JSON object/array and return it re-serialised canonically, "" if none."""
-    try:
-        return json.dumps(find_json(output), sort_keys=True, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return ""
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?")
-
-
-def last_number(output: str) -> str:
-    """The last number in the text (ints, decimals, fractions like 3/4), "" if none."""
-    found = _NUMBER.findall(output)
-    return found[-1].replace(",", "") if found else ""
+def normalize(text: str, how: Iterable[str]) -> str:
+    """Apply named normalisations: strip, casefold, whitespace (collapse), punctuation (drop)."""
+    for step in how:
+        if step == "strip":
+            text = text.strip()
+        elif step == "casefold":
+            text = text.casefold()
+        elif step == "whitespace":
+            text = " ".join(text.split())
+        elif step == "json":
+            # Same JSON value, whatever the spacing or key order (and prose around it).
+            text = json_value(text) or text
+        elif step == "punctuation":
+            text = "".join(ch for ch in text if ch.isalnum() or ch.isspace())
+        else:
+            raise ValueError(f"unknown normalisation {step!r}; expected strip, casefold, whitespace, punctuation, json")
+    return text
 
 
 BY_NAME: dict[str, Callable[..., Extractor]] = {
@@ -117,6 +134,11 @@ BY_NAME: dict[str, Callable[..., Extractor]] = {
     "regex": regex,
     "json": lambda: json_value,
     "last_number": lambda: last_number,
+    # Extractors for models that talk (evalkit/core/extractors.py): answers in prose, markdown and fences.
+    "first_number": lambda: first_number,
+    "first_integer": lambda: first_integer,
+    "choice": choice_letter,
+    "code_block": code_block,
 }
 
 

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias, TypeVar
 
+from evalkit.core.chat import ChatSpec, Message, chat_spec, task_messages
 from evalkit.core.example import SPLITS, Example, as_identity, example_id, split_of
-from evalkit.core.extract import Extractor, cut_at_stop
+from evalkit.core.extract import Extractor, cut_at_stop, normalize
 from evalkit.core.verdict import Verdict, as_verdict
 
 TASK_MARKER = "__evalkit_task__"
@@ -35,17 +36,20 @@ _T = TypeVar("_T")
 class GenerationConfig:
     """How a model should generate for a task.
 
-    `max_new_tokens=None` lets the runner size it from the longest reference answer.
+    `max_new_tokens=None` lets the runner size it from the longest reference answer. `chat`: the run
+    prompts in the chat form (`Task.messages`); it is a run setting, never a task's.
     """
 
     max_new_tokens: int | None = None
     stop: tuple[str, ...] = ("\n",)
     temperature: float = 0.0
     top_p: float = 1.0
+    chat: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop),
-                "temperature": self.temperature, "top_p": self.top_p}
+        """The settings as journal keys and records hold them (`chat` only when on: raw keys never change)."""
+        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop), "temperature": self.temperature,
+                "top_p": self.top_p, **({"chat": True} if self.chat else {})}
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class TaskSpec:
     eval_fraction: float = 0.5
     selftest: SelftestSpec = SelftestSpec()
     identity: tuple[str, ...] | None = None  # the fields that define an example; None: all
+    chat: ChatSpec | None = None  # system message and few-shot turns of the chat form (evalkit.core.chat)
 
 
 def task(
@@ -95,6 +100,8 @@ def task(
     equivalent: Sequence[str] = ("strip",),
     selftest_skip: Sequence[str] = (),
     identity: str | Sequence[str] | None = None,
+    system: str | None = None,
+    fewshot: Iterable[Sequence[str] | Mapping[str, str]] = (),
 ) -> Callable[[_T], _T]:
     """Register a class (or a zero-argument factory returning an instance) as a task.
 
@@ -106,7 +113,8 @@ def task(
     The class provides `prompt(ex)` and `check(ex, answer)`, and either `generate(rng, level)`
     (seeded generator) or `rows()` (a data source: an iterable of dicts). Optional:
     `reference(ex)` (solver or stored answer: the output a perfect model would write),
-    `extract(output)` (default: cut at the first stop string, strip),
+    `extract(output)` (default: cut at the first stop string, strip), `chat(ex)` (the chat form: the user
+    message's text, or the whole list of messages; default: the prompt as the user message),
     and for the self-test `solutions(ex, rng)`, `second_opinion(ex, answer)`, `equivalent(ex, reference, candidate)`.
 
     Args:
@@ -122,7 +130,9 @@ def task(
         equivalent: normalisations under which the self-test treats an answer as the reference.
         selftest_skip: corruption kinds the checker deliberately accepts.
         identity: the fields that define an example (its id, split, dedup), e.g. ("question",); default all.
+        system, fewshot: the chat form's system message and (user, assistant) turns before the question.
     """
+    chat = chat_spec(system, fewshot)
 
     def decorate(obj: _T) -> _T:
         spec = TaskSpec(
@@ -137,6 +147,7 @@ def task(
             eval_fraction=eval_fraction if eval_fraction is not None else -1.0,
             selftest=SelftestSpec(tuple(equivalent), tuple(selftest_skip)),
             identity=as_identity(identity),
+            chat=chat,
         )
         setattr(obj, TASK_MARKER, spec)
         return obj
@@ -304,6 +315,10 @@ class Task:
     def extract(self, output: str) -> str:
         return self._extract(output)
 
+    def messages(self, ex: Example) -> list[Message]:
+        """The chat form of `ex`'s prompt, what chat-mode runs send (`evalkit.core.chat.task_messages`)."""
+        return task_messages(self, ex)
+
     def check(self, ex: Example, answer: str) -> Verdict:
         """The task's check on an already extracted answer (may raise: see scoring.score)."""
         return as_verdict(self.impl.check(ex, answer))
@@ -373,24 +388,3 @@ def default_max_new_tokens(references: Iterable[str | None],
     longest = max((count_tokens(r) if count_tokens else len(r)) for r in refs)
     # +1 for the stop/EOS token, and a margin so a model may add a little (a space, a sign).
     return longest + max(4, longest // 4) + 1
-
-
-def normalize(text: str, how: Iterable[str]) -> str:
-    """Apply named normalisations: strip, casefold, whitespace (collapse), punctuation (drop)."""
-    for step in how:
-        if step == "strip":
-            text = text.strip()
-        elif step == "casefold":
-            text = text.casefold()
-        elif step == "whitespace":
-            text = " ".join(text.split())
-        elif step == "json":
-            # Same JSON value, whatever the spacing or key order (and prose around it).
-            from evalkit.core.extract import json_value
-
-            text = json_value(text) or text
-        elif step == "punctuation":
-            text = "".join(ch for ch in text if ch.isalnum() or ch.isspace())
-        else:
-            raise ValueError(f"unknown normalisation {step!r}; expected strip, casefold, whitespace, punctuation, json")
-    return text

@@ -8,6 +8,10 @@
     check: {name: json_schema, schema: {...}, equal_fields: [name, age]}
     target: 0.9
     identity: [text]                  # optional: the fields that define an example (default: all)
+    chat:                             # optional: the chat form, for instruct models (runs in chat mode)
+      system: "You extract data. Answer with JSON only."
+      user: "{text}"                  # a template like prompt (default: the prompt)
+      fewshot: [{user: "Bo is 3.", assistant: '{"name": "Bo", "age": 3}'}]
 
 The file is validated against the JSON Schema shipped in evalkit/schemas/task.schema.json;
 every error names the file, the field path and what was expected.
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from evalkit import checkers
+from evalkit.core.chat import ChatSpec
+from evalkit.core.checkpool import contained, marked_contained
 from evalkit.core.example import Example
 from evalkit.core.extract import cut_at_stop, make_extractor
 from evalkit.core.task import GenerationConfig, SelftestSpec, Task, TaskSpec
@@ -95,6 +101,7 @@ class YamlTask:
         self.file = file
         self.data_path = (file.parent / spec["data"]).resolve()
         self.prompt_template = spec["prompt"]
+        self.user_template = (spec.get("chat") or {}).get("user")
         self.reference_template = spec.get("reference")
         self.level_field = spec.get("level_field")
         self.stop = tuple(spec.get("generation", {}).get("stop", ["\n"]))
@@ -109,10 +116,14 @@ class YamlTask:
             raise ConfigError(str(exc.args[0]), file=file, field="check.name") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad checker parameters: {exc}", file=file, field="check") from None
+        if marked_contained(self._check):
+            contained(self)  # a sandboxed code check: scored on threads in the runner's process
         self._rows = read_rows(self.data_path, file)
         needed = template_fields(self.prompt_template, file, "prompt")
         if self.reference_template is not None:
             needed += template_fields(self.reference_template, file, "reference")
+        if self.user_template is not None:
+            needed += template_fields(self.user_template, file, "chat.user")
         if self.level_field:
             needed.append(self.level_field)
         for i, row in enumerate(self._rows, 1):
@@ -149,6 +160,10 @@ class YamlTask:
     def prompt(self, ex: Example) -> str:
         return render(self.prompt_template, dict(ex.fields))
 
+    def chat(self, ex: Example) -> str:
+        """The chat form's user message: `chat.user` filled in, else the prompt."""
+        return render(self.user_template or self.prompt_template, dict(ex.fields))
+
     def extract(self, output: str) -> str:
         return self._extract(cut_at_stop(output, self.stop))
 
@@ -174,6 +189,7 @@ def load_yaml_task(file: Path) -> Task:
     gen = spec.get("generation", {})
     levels = sorted({r[impl.level_field] for r in impl._rows}) if impl.level_field else []
     st = spec.get("selftest", {})
+    chat = spec.get("chat") or {}
     task_spec = TaskSpec(
         name=spec["name"],
         version=spec.get("version", 1),
@@ -185,5 +201,7 @@ def load_yaml_task(file: Path) -> Task:
         eval_fraction=spec.get("eval_fraction", 1.0),
         selftest=SelftestSpec(tuple(st.get("normalize", ["strip"])), tuple(st.get("skip", []))),
         identity=impl.identity,
+        chat=ChatSpec(chat.get("system"), tuple((t["user"], t["assistant"]) for t in chat.get("fewshot", [])))
+        if "system" in chat or chat.get("fewshot") else None,
     )
     return Task(task_spec, impl, source=str(file))

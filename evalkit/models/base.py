@@ -2,18 +2,26 @@
 
 A backend turns prompts into raw continuations, like the OpenAI completions API: the
 prompt is not repeated, and each continuation is already cut before its first stop
-string. It also names itself with a stable `identity` (a fingerprint of the weights, or
+string (`cut_at_stop`: a stop string inside the output's leading whitespace does not count).
+A prompt is raw text (`str`) or, in a chat-mode run, a list of messages (`evalkit.core.chat`):
+a backend renders the messages with the model's chat template (`hf:`), sends them as they are
+(`openai:` chat completions), hands them to its function (`python:`), or raises a clear
+`ConfigError` when it cannot. A backend also stops at the model's end-of-turn token(s), in
+both forms. It also names itself with a stable `identity` (a fingerprint of the weights, or
 an endpoint + model name) that the runner puts in every journal key, so a changed model
 never reuses another model's samples.
 
-`ModelBackend` is what every backend provides. Three capabilities are optional, each its own
+`ModelBackend` is what every backend provides. Four capabilities are optional, each its own
 runtime-checkable protocol that the runner tests with `isinstance`:
 
 - `ExampleGenerator` (`generate_examples`): answers whole examples instead of bare prompts
   (the oracle writes each example's reference);
 - `TokenCounter` (`count_tokens`): sizes a task's `max_new_tokens` from its longest reference in
   tokens (without it, in characters);
-- `HasDevice` (`device`): where the model runs, recorded in the run's environment.
+- `HasDevice` (`device`): where the model runs, recorded in the run's environment;
+- `ChatTemplated` (`chat_template_id`): the backend renders messages with a template of its own;
+  in chat mode the runner adds the template's fingerprint to the model identity (`chat_identity`),
+  so a changed template never reuses samples.
 
 This module imports no torch: the core imports it.
 """
@@ -26,6 +34,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from evalkit.core.chat import Prompt
     from evalkit.core.example import Example
     from evalkit.core.task import GenerationConfig
 
@@ -92,19 +101,24 @@ class ModelBackend(Protocol):
     @property
     def last_stats(self) -> GenerationStats: ...
 
-    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """Continue each prompt `num_samples` times.
 
         Args:
-            prompts: the prompts, in any order; the output keeps it.
-            config: max new tokens, stop strings, temperature (0 = greedy) and top_p.
+            prompts: the prompts, in any order; the output keeps it. Each is raw text (`str`) or a
+                list of chat messages (`evalkit.core.chat.Message`: role and content), which the
+                backend renders as its model expects (its chat template), or refuses with a
+                `ConfigError` naming why.
+            config: max new tokens, stop strings, temperature (0 = greedy) and top_p (`config.chat`
+                says whether the run is in chat mode; the prompts' type says what each one is).
             seed: makes sampling reproducible; greedy ignores it.
             num_samples: continuations per prompt.
 
         Returns:
             One list per prompt of `num_samples` raw continuations (prompt excluded), each
-            cut before the first stop string (`evalkit.core.extract.cut_at_stop`).
+            cut before the first stop string (`evalkit.core.extract.cut_at_stop`: leading
+            whitespace never ends one) and ended by the model's EOS or end-of-turn token.
         """
         ...
 
@@ -153,3 +167,24 @@ class HasDevice(Protocol):
 
     @property
     def device(self) -> Any: ...
+
+
+@runtime_checkable
+class ChatTemplated(Protocol):
+    """Optional: a backend that renders chat messages with a template of its own (a tokenizer's chat
+    template), so what the model sees in chat mode depends on more than its weights."""
+
+    @property
+    def chat_template_id(self) -> str:
+        """A short fingerprint of the template ("none" when there is none)."""
+        ...
+
+
+def chat_identity(backend: object, identity: str) -> str:
+    """The model identity a chat-mode run uses: `identity`, plus the backend's chat template fingerprint
+    when it renders messages itself (`ChatTemplated`)."""
+    try:
+        inspect.getattr_static(backend, "chat_template_id")
+    except AttributeError:
+        return identity
+    return f"{identity}#chat-template:{backend.chat_template_id}"  # type: ignore[attr-defined]

@@ -4,7 +4,9 @@ Generation runs its own KV-cache decoding loop by default (`decoder="loop"`): pr
 sorted by real token length and batched with their neighbours (left padding built here,
 the tokenizer is never mutated), and a row that hits EOS or a stop string leaves the
 batch at once — its input, mask, positions and cache rows are dropped — so finished rows
-cost nothing. `decoder="generate"` uses `model.generate` with a per-row stopping criterion
+cost nothing. A row also ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw
+text (the tokenizer adds BOS) or a list of chat messages, rendered by the tokenizer's chat template
+(`render`, `hf_chat.render_chat`). `decoder="generate"` uses `model.generate` with a per-row stopping criterion
 instead (for architectures the loop does not handle).
 
 This module imports torch and transformers: only code that runs a model imports it
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -28,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import StoppingCriteria
 
-from evalkit.core.extract import cut_at_stop
+from evalkit.core.extract import cut_at_stop, find_stop
+from evalkit.models import hf_chat
 from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from evalkit.core.chat import Message, Prompt
     from evalkit.core.task import GenerationConfig
 
 DECODERS = ("loop", "generate")
@@ -114,10 +119,8 @@ class HFBackend:
         self.batch_size, self.decoder = batch_size, decoder
         self._stats = GenerationStats()
         self._tok_digest = tokenizer_digest(tokenizer)
-        eos: set[int] = set()
-        for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-            eos.update([src] if isinstance(src, int) else (src or []))
-        self.eos_ids = frozenset(eos)
+        eos = hf_chat.eos_ids(model, tokenizer)
+        self.eos_ids = eos | hf_chat.end_of_turn_ids(tokenizer)  # every id that ends a row
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(eos) if eos else 0)
         cfg = model.config
@@ -169,15 +172,25 @@ class HFBackend:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def chat_template_id(self) -> str:
+        """A fingerprint of the tokenizer's chat template (`ChatTemplated`): part of a chat run's identity."""
+        return hf_chat.chat_template_id(self.tokenizer)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The chat prompt's text, as chat mode feeds it to the model (`hf_chat.render_chat`)."""
+        return hf_chat.render_chat(self.tokenizer, messages)
+
     # -- generation -------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
-        """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None."""
+        """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None, and
+        ConfigError for chat messages when the tokenizer has no chat template."""
         max_new = check_generate_args(config, num_samples)
         start = time.perf_counter()
-        prompts = list(prompts)
+        keys = [p if isinstance(p, str) else json.dumps(list(p)) for p in prompts]  # of each row's sampling seed
         sampling = config.temperature > 0
-        ids, truncated = self._encode(prompts, max_new)
+        ids, truncated = self._encode(list(prompts), max_new)
         # One row per continuation to compute: greedy rows are shared by all samples.
         rows = [(p, s) for p in range(len(prompts)) for s in range(num_samples if sampling else 1)]
         order = sorted(range(len(rows)), key=lambda r: -len(ids[rows[r][0]]))  # stable
@@ -190,7 +203,7 @@ class HFBackend:
                 for b in range(0, len(order), self.batch_size):
                     chunk = order[b:b + self.batch_size]
                     batch = [ids[rows[r][0]] for r in chunk]
-                    gens = ([self._row_generator(seed, prompts[rows[r][0]], rows[r][1]) for r in chunk]
+                    gens = ([self._row_generator(seed, keys[rows[r][0]], rows[r][1]) for r in chunk]
                             if sampling else None)
                     if self.decoder == "loop":
                         toks, n = self._decode_loop(batch, config, gens)
@@ -202,19 +215,19 @@ class HFBackend:
                         texts[r] = cut_at_stop(text, config.stop)
         finally:
             self.model.train(was_training)
-        out: list[list[str]] = [[] for _ in prompts]
+        out: list[list[str]] = [[] for _ in keys]
         for (p, _), text in zip(rows, texts):
             out[p].append(text)
         if not sampling:
             out = [row * num_samples for row in out]
         self._stats = GenerationStats(
-            prompts=len(prompts), samples=len(prompts) * num_samples,
+            prompts=len(keys), samples=len(keys) * num_samples,
             prompt_tokens=sum(len(ids[p]) for p, _ in rows), generated_tokens=n_gen,
             seconds=time.perf_counter() - start, batches=n_batches, truncated_prompts=truncated)
         return out
 
-    def _encode(self, prompts: list[str], max_new: int) -> tuple[list[list[int]], int]:
-        ids = self.tokenizer(prompts, add_special_tokens=True)["input_ids"] if prompts else []
+    def _encode(self, prompts: list[Prompt], max_new: int) -> tuple[list[list[int]], int]:
+        ids = hf_chat.encode_prompts(self.tokenizer, prompts)
         limit = self.max_positions - max_new if self.max_positions else None
         if limit is not None and limit < 1:
             raise ValueError(f"max_new_tokens={max_new} leaves no room for a prompt in a "
@@ -282,15 +295,19 @@ class HFBackend:
         for step in range(config.max_new_tokens):
             nxt = self._choose(logits, config, [gens[r] for r in alive] if gens else None)
             keep: list[int] = []  # batch rows still running after this token
+            maybe: list[int] = []  # rows that may have written a stop string
             for j, tok in enumerate(nxt.tolist()):
                 if tok not in self.eos_ids:  # EOS ends a row and is not part of its text
                     out[alive[j]].append(tok)
-                    if tok not in stop_ids:
-                        keep.append(j)
+                    (maybe if tok in stop_ids else keep).append(j)
             n_gen += len(alive)
             if stop and keep:  # decode only each row's tail: cheap at any output length
                 tails = self._decode([out[alive[j]][-window:] for j in keep])
+                maybe += [j for j, t in zip(keep, tails) if any(s in t for s in stop)]
                 keep = [j for j, t in zip(keep, tails) if not any(s in t for s in stop)]
+            if maybe:  # a stop string ends a row unless it lies in the output's leading whitespace
+                texts = self._decode([out[alive[j]] for j in maybe])
+                keep = sorted(keep + [j for j, t in zip(maybe, texts) if find_stop(t, config.stop) < 0])
             if not keep or step == config.max_new_tokens - 1:
                 break
             if len(keep) < len(alive):  # drop finished rows everywhere
@@ -357,15 +374,19 @@ class HFBackend:
 
 
 class StopStrings(StoppingCriteria):
-    """A per-row stopping criterion: True for rows whose new text holds a stop string.
+    """A per-row stopping criterion: True for rows whose new text holds a stop string (`find_stop`).
 
-    Only the last `window` new tokens of each row are decoded per step.
+    Only the last `window` new tokens of each row are decoded per step (all of them to confirm a hit).
     """
 
     def __init__(self, decode: Any, stop: Sequence[str], prompt_len: int, window: int):
         self.decode, self.stop, self.prompt_len, self.window = decode, list(stop), prompt_len, window
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        tails = self.decode(input_ids[:, self.prompt_len:][:, -self.window:].tolist())
-        return torch.tensor([any(s in t for s in self.stop) for t in tails],
-                            dtype=torch.bool, device=input_ids.device)
+        new = input_ids[:, self.prompt_len:]
+        hit = [any(s in t for s in self.stop) for t in self.decode(new[:, -self.window:].tolist())]
+        if any(hit):  # a stop string ends a row unless it lies in the output's leading whitespace
+            maybe = [i for i, h in enumerate(hit) if h]
+            for i, text in zip(maybe, self.decode(new[maybe].tolist())):
+                hit[i] = find_stop(text, self.stop) >= 0
+        return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)

@@ -13,7 +13,13 @@ evalkit's own `hf:` does (lm-eval's default there is cuda).
 Each prompt becomes an `lm_eval.api.instance.Instance("generate_until", args=(prompt,
 {"until": stop, "max_gen_toks": N, "do_sample": T > 0, "temperature": T}))` and the model's
 `generate_until` answers them all in one call (the model batches and sorts them itself). Outputs
-are cut at the stop strings here too: not every backend honours `until` exactly.
+are cut at the stop strings here too: not every backend honours `until` exactly. Whitespace-only stop
+strings ("\n") are applied only here, never sent as `until`: lm-eval would cut an answer that opens
+with a newline to nothing, where evalkit's rule is that leading whitespace never ends an answer.
+
+Chat mode (a prompt that is a list of messages): the model's own `apply_chat_template` (lm-eval's
+chat template support, as `lm-eval run --apply_chat_template` uses it) renders the prompt; a model
+without one (e.g. `local-completions`) is refused with a `ConfigError`.
 
 Identity: `lmeval:MODEL,ARGS`, plus `#hf:<digest>` over the loaded weights, config and tokenizer
 when the model is a local Hugging Face folder of at most 1 GiB of weights (hashing is ~1.8 GB/s),
@@ -34,11 +40,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.core.chat import as_messages
 from evalkit.core.extract import cut_at_stop
 from evalkit.errors import ConfigError
 from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
+    from evalkit.core.chat import Message, Prompt
     from evalkit.core.task import GenerationConfig
 
 #: In-memory weights up to this size are hashed for the identity; larger folders use file stats.
@@ -148,22 +156,45 @@ class LMEvalBackend:
     def device(self) -> Any:
         return getattr(self.lm, "device", None)
 
+    @property
+    def chat_template_id(self) -> str:
+        """A fingerprint of the model tokenizer's chat template, when it has a tokenizer (`ChatTemplated`)."""
+        from evalkit.models.hf_chat import chat_template_id
+
+        return chat_template_id(getattr(self.lm, "tokenizer", None))
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """A chat prompt as the model's `apply_chat_template` writes it (with the assistant's opening).
+
+        Raises:
+            ConfigError: the lm-eval model has no chat template support.
+        """
+        checked = [dict(m) for m in as_messages(messages)]
+        try:
+            return str(self.lm.apply_chat_template(checked, add_generation_prompt=True))
+        except NotImplementedError:
+            raise ConfigError(f"lm-eval model {self.model_name!r} has no chat template support: run without "
+                              "--chat", field="--chat") from None
+
     # -- generation -------------------------------------------------------------------
-    def requests(self, prompts: Sequence[str], config: GenerationConfig, num_samples: int = 1) -> list[Any]:
-        """The lm-eval Instances for `prompts` (each repeated `num_samples` times when sampling)."""
+    def requests(self, prompts: Sequence[Prompt], config: GenerationConfig, num_samples: int = 1) -> list[Any]:
+        """The lm-eval Instances for `prompts` (each repeated `num_samples` times when sampling); chat
+        messages are rendered first (`render`)."""
         from lm_eval.api.instance import Instance
 
+        contexts = [p if isinstance(p, str) else self.render(p) for p in prompts]
         sampling = config.temperature > 0
-        kwargs: dict[str, Any] = {"until": list(config.stop), "max_gen_toks": config.max_new_tokens,
+        until = [s for s in config.stop if s.strip()]  # whitespace-only stops are applied here (module doc)
+        kwargs: dict[str, Any] = {"until": until, "max_gen_toks": config.max_new_tokens,
                                   "do_sample": sampling, "temperature": float(config.temperature)}
         if sampling and config.top_p < 1.0:
             kwargs["top_p"] = config.top_p
         reps = num_samples if sampling else 1
         return [Instance(request_type="generate_until", doc={}, arguments=(p, dict(kwargs)), idx=0,
                          metadata=("evalkit", i, reps))
-                for i, p in enumerate(prompts) for _ in range(reps)]
+                for i, p in enumerate(contexts) for _ in range(reps)]
 
-    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`. Raises ValueError when `config.max_new_tokens` is None."""
         check_generate_args(config, num_samples)

@@ -6,8 +6,12 @@ request with `n` left out (servers disagree on `n`; several ignore it), sent fro
 bounded thread pool; sample `i` of a call with seed `s` asks for `seed = s + i`, which
 servers that honour `seed` use to make sampling reproducible. Greedy requests
 (temperature 0) are sent once per prompt and shared by all its samples, as `HFBackend`
-does. Every returned text is cut locally at the first stop string, since servers differ
-in whether they include it, and at most four stop strings (OpenAI's limit) are sent.
+does. A prompt that is a list of chat messages goes to /v1/chat/completions as it is (the
+server applies the model's chat template); raw text goes to /v1/completions. Every returned
+text is cut locally at the first stop string, since servers differ in whether they include
+it. At most four stop strings (OpenAI's limit) are sent, and never a whitespace-only one
+("\n"): a server would cut an answer that opens with a newline to nothing, where evalkit's
+rule is that leading whitespace never ends an answer (`cut_at_stop`), so those apply here.
 
 Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and
 jitter (honouring a numeric `Retry-After`); other 4xx answers fail at once. Both end in a
@@ -29,11 +33,13 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from evalkit.core.chat import as_messages
 from evalkit.core.extract import cut_at_stop
 from evalkit.errors import EvalkitError, ExitCode
 from evalkit.models.base import GenerationStats, check_generate_args
 
 if TYPE_CHECKING:
+    from evalkit.core.chat import Prompt
     from evalkit.core.task import GenerationConfig
 
 #: OpenAI accepts at most this many stop sequences per request.
@@ -109,16 +115,17 @@ class OpenAIBackend:
         model: the model name to ask for; None takes the first id that GET /v1/models
             lists (asked once, on first use).
         api_key: sent as "Authorization: Bearer ..."; defaults to $OPENAI_API_KEY, else none.
-        chat: use /v1/chat/completions with the prompt as one user message (the server
-            applies the model's chat template) instead of /v1/completions.
+        chat: send raw text prompts to /v1/chat/completions too, as one user message, instead of
+            /v1/completions. Chat messages (a chat-mode run's prompts) always go there.
         concurrency: requests in flight at once.
         timeout: seconds per request for connecting and for each read of the answer.
         max_retries: retries after the first attempt of a request.
         backoff: seconds before the first retry; doubled for each further one, plus up to
             25 % jitter.
 
-    `identity` is "openai:<base>#<model>" (base without "/v1"), with "#chat" appended in
-    chat mode because the chat template changes what the model sees.
+    `identity` is "openai:<base>#<model>" (base without "/v1"), with "#chat" appended when `chat`
+    is set, because the chat template changes what the model sees. (A chat-mode run records its
+    mode in the generation settings of every journal key instead.)
     """
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
@@ -175,7 +182,7 @@ class OpenAIBackend:
         return str(ids[0])
 
     # -- generation -------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`.
 
@@ -190,8 +197,7 @@ class OpenAIBackend:
         sampling = config.temperature > 0
         per_prompt = num_samples if sampling else 1  # greedy rows are shared by all samples
         jobs = [(p, s) for p in range(len(prompts)) for s in range(per_prompt)]
-        url = f"{self.base_url}/v1/chat/completions" if self.chat else f"{self.base_url}/v1/completions"
-        stop = list(dict.fromkeys(s for s in config.stop if s))[:MAX_STOP]
+        stop = list(dict.fromkeys(s for s in config.stop if s.strip()))[:MAX_STOP]  # see the module's doc
         abort = threading.Event()  # set on the first failure: queued retries give up early
 
         def one(job: tuple[int, int]) -> tuple[str, int, int]:
@@ -199,13 +205,18 @@ class OpenAIBackend:
             body: dict[str, Any] = {"model": model, "max_tokens": config.max_new_tokens,
                                     "temperature": config.temperature, "top_p": config.top_p,
                                     "seed": seed + s}
-            if self.chat:
-                body["messages"] = [{"role": "user", "content": prompts[p]}]
+            prompt = prompts[p]
+            if not isinstance(prompt, str):
+                body["messages"] = [dict(m) for m in as_messages(prompt)]
+            elif self.chat:
+                body["messages"] = [{"role": "user", "content": prompt}]
             else:
-                body["prompt"] = prompts[p]
+                body["prompt"] = prompt
+            chat = "messages" in body
             if stop:
                 body["stop"] = stop
-            return self._parse(self._request("POST", url, body, abort), url)
+            url = f"{self.base_url}/v1/chat/completions" if chat else f"{self.base_url}/v1/completions"
+            return self._parse(self._request("POST", url, body, abort), url, chat)
 
         results: list[tuple[str, int, int]] = [("", 0, 0)] * len(jobs)
         if jobs:
@@ -235,14 +246,14 @@ class OpenAIBackend:
             seconds=time.perf_counter() - start)
         return out
 
-    def _parse(self, data: Any, url: str) -> tuple[str, int, int]:
+    def _parse(self, data: Any, url: str, chat: bool) -> tuple[str, int, int]:
         """(text, prompt tokens, completion tokens) of one answer."""
         try:
             choice = data["choices"][0]
-            text = choice["message"]["content"] if self.chat else choice["text"]
+            text = choice["message"]["content"] if chat else choice["text"]
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"{url}: unexpected answer (no choices[0]."
-                               f"{'message.content' if self.chat else 'text'}): "
+                               f"{'message.content' if chat else 'text'}): "
                                f"{_short(json.dumps(data))}", url=url) from None
         usage = data.get("usage") or {}
         return (text or "", int(usage.get("prompt_tokens") or 0),

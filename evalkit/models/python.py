@@ -11,13 +11,16 @@ from evalkit.core.extract import cut_at_stop
 from evalkit.models.base import GenerationStats
 
 if TYPE_CHECKING:
+    from evalkit.core.chat import Prompt
     from evalkit.core.task import GenerationConfig
 
 
 class PythonCallableBackend:
     """Wrap `fn(prompts, config) -> list[str]` (batched) or `fn(prompt) -> str` (per prompt).
 
-    The function's outputs are treated like a model's: cut before the first stop string.
+    The function's outputs are treated like a model's: cut before the first stop string. In a
+    chat-mode run each prompt it receives is the list of messages (`[{"role": "system" | "user" |
+    "assistant", "content": str}, ...]`, the question last) instead of text.
     With `num_samples > 1` the function is called once per sample index; a function that
     accepts a `seed` keyword gets `seed + sample_index`.
 
@@ -53,7 +56,7 @@ class PythonCallableBackend:
     def last_stats(self) -> GenerationStats:
         return self._stats
 
-    def generate(self, prompts: Sequence[str], config: GenerationConfig, *, seed: int = 0,
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig, *, seed: int = 0,
                  num_samples: int = 1) -> list[list[str]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")

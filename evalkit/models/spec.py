@@ -36,9 +36,9 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         raise ConfigError(f"unknown model spec {spec!r}; expected one of {', '.join(SCHEMES)}", field="--model")
     if scheme == "hf":
         path = Path(rest).expanduser()
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{path} is not a local Hugging Face model folder (no config.json); evalkit never "
-                              "downloads models", field="--model")
+        if not (path / "config.json").is_file() and not (path.suffix.lower() == ".gguf" and path.is_file()):
+            raise ConfigError(f"{path} is not a local Hugging Face model folder (no config.json) nor a .gguf file; "
+                              "evalkit never downloads models (`evalkit models get NAME` does)", field="--model")
         try:
             import torch
 

@@ -150,19 +150,23 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | str | None = None,
                ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model and its tokenizer from a LOCAL directory (never the hub).
+    """Load a model and its tokenizer from a LOCAL directory, or a local .gguf file (never the hub).
 
     Returns:
-        (model in eval mode on `device`, tokenizer).
+        (model in eval mode on `device`, tokenizer). A .gguf is dequantized (float32 unless `dtype`).
 
     Raises:
-        FileNotFoundError: when `path` is not a directory with a config.json.
+        FileNotFoundError: when `path` is not a directory with a config.json, nor a .gguf file.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in evalkit's own output
     p = Path(path)
+    if p.suffix.lower() == ".gguf" and p.is_file():  # llama.cpp's format: evalkit.models.gguf_file
+        from evalkit.models.gguf_file import load_gguf
+
+        return load_gguf(p, device=device, dtype=dtype)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"no model at {p} (expected a directory with config.json)")
     kwargs: dict[str, Any] = {"local_files_only": True}

@@ -66,7 +66,8 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     for old in record.tasks:
         task = registry_tasks[old["name"]]
         gen = GenerationConfig(old["generation"]["max_new_tokens"], tuple(old["generation"]["stop"]),
-                               old["generation"]["temperature"], old["generation"]["top_p"])
+                               old["generation"]["temperature"], old["generation"]["top_p"],
+                               old["generation"].get("chat", False))
         samples = samples_by_task.get(old["name"], [])
         timings = {**old["timings"], "check_s": round(check_s, 4)}
         results.append(task_result(task, gen, old.get("level"), samples, timings))

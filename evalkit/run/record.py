@@ -112,10 +112,13 @@ def utc_now() -> str:
 def sample_row(entry: dict[str, Any]) -> dict[str, Any]:
     """The record's row for one sample (samples.jsonl), from its journal entry."""
     ex, v = entry["example"], entry["verdict"]
-    return {"task": entry["task"], "example_id": ex["id"], "sample_index": entry["sample_index"],
-            "level": ex.get("level"), "prompt": ex["prompt"], "reference": ex.get("reference"),
-            "output": entry["output"], "answer": entry["answer"], "status": v["status"], "score": v["score"],
-            "reason": v["reason"]}
+    row = {"task": entry["task"], "example_id": ex["id"], "sample_index": entry["sample_index"],
+           "level": ex.get("level"), "prompt": ex["prompt"], "reference": ex.get("reference"),
+           "output": entry["output"], "answer": entry["answer"], "status": v["status"], "score": v["score"],
+           "reason": v["reason"]}
+    if "messages" in entry:  # a chat-mode sample: what the model was sent (`prompt` is the raw form)
+        row["messages"] = entry["messages"]
+    return row
 
 
 def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: list[dict[str, Any]],

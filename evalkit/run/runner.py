@@ -24,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from evalkit.core.checkpool import CheckPool, fork_available, is_contained
 from evalkit.core.example import Example
-from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, score
+from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, Scored, score
 from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
 from evalkit.discovery.load import TaskRef, load_tasks
 from evalkit.errors import ConfigError, NothingToRun
-from evalkit.models.base import ExampleGenerator, HasDevice, ModelBackend, TokenCounter, missing_members
+from evalkit.models.base import ExampleGenerator, HasDevice, ModelBackend, TokenCounter, chat_identity, missing_members
 from evalkit.run.journal import JOURNAL_FILE, Journal, sample_key
 from evalkit.run.posthoc import compare_records, rescore
 from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, sample_row, task_result, utc_now
@@ -127,6 +128,7 @@ def evaluate(
     meta: dict[str, Any] | None = None,
     keep_samples: bool = True,
     task_settings: dict[str, dict[str, Any]] | None = None,
+    chat: bool = False,
 ) -> RunRecord:
     """Evaluate a model on tasks and return the run record.
 
@@ -144,10 +146,17 @@ def evaluate(
             from its longest reference).
         run_dir: journal and record folder; an existing journal there is resumed.
             Default: `reports_dir/run_id` when `reports_dir` is given, else nothing is written.
+        check_timeout: seconds an extraction or a check may take; past it the sample is a TIMEOUT and
+            the check is ended (its worker process interrupted, or killed: `evalkit.core.checkpool`).
+        check_workers: processes (threads for `contained` tasks) that check at once (default: the
+            CPUs, at most 8).
         progress: called as progress(task, done, total) after each batch.
         meta: free-form data stored in the record (e.g. the training step).
         keep_samples: keep every sample inline in the returned record (without a run folder).
         task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}.
+        chat: chat mode: prompt with each task's chat form (`Task.messages`: system message, few-shot
+            turns, the question), which the backend renders with the model's chat template. Part of
+            every journal key and the run id, and recorded (settings.chat, each task's generation.chat).
 
     Raises:
         ConfigError: bad settings. NothingToRun: no tasks or no examples. UnknownTaskError: a task
@@ -165,12 +174,16 @@ def evaluate(
         raise NothingToRun("no tasks to evaluate")
     backend = _make_backend(model, tokenizer, backend, model_spec, batch_size)
     identity = backend.identity  # read once: for in-memory weights it is a hash of every tensor
+    if chat:
+        identity = chat_identity(backend, identity)  # + its chat template's fingerprint, when it has one
     spec = model_spec or ("hf:<in-memory>" if model is not None else identity)
     settings: dict[str, Any] = {"split": split, "n": n, "seed": seed, "k": k, "temperature": temperature,
                                 "top_p": top_p, "level": level, "max_new_tokens": max_new_tokens,
                                 "batch_size": batch_size}
     if task_settings:
         settings["task_settings"] = task_settings
+    if chat:  # only when on: raw runs keep the ids they always had
+        settings["chat"] = True
     if run_dir is None and reports_dir is not None:
         run_id = run_id or run_id_for(spec, identity, {kk: v for kk, v in settings.items() if kk != "batch_size"},
                                       task_list)
@@ -188,14 +201,13 @@ def evaluate(
         # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
         # every sample in memory); the file is renamed into place only when the run is complete.
         sink = stack.enter_context(open(folder / PARTIAL_SAMPLES, "w", encoding="utf-8")) if folder else None
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score"))
+        scorer = stack.enter_context(_Scorer(task_list, workers, check_timeout))
         for task in task_list:
             own = (task_settings or {}).get(task.name, {})
-            result, samples = _run_task(task, backend, identity, journal, pool, n=own.get("n", n), seed=seed,
+            result, samples = _run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed,
                                         k=k, temperature=temperature, top_p=top_p, split=split,
                                         level=own.get("level", level), batch_size=batch_size,
-                                        max_new_tokens=max_new_tokens, check_timeout=check_timeout,
-                                        progress=progress)
+                                        max_new_tokens=max_new_tokens, progress=progress, chat=chat)
             task_results.append(result)
             if sink is not None:
                 sink.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
@@ -226,15 +238,43 @@ def evaluate(
     return record
 
 
-def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, pool: ThreadPoolExecutor, *,
+class _Scorer:
+    """Where checks run: in worker processes (evalkit.core.checkpool), where a check past its deadline is
+    ended, not abandoned; on threads here for tasks marked `contained` (their checks bound themselves,
+    e.g. code in the sandbox), and where fork is unavailable. Workers start at the first check that
+    needs them and end with the evaluation."""
+
+    def __init__(self, tasks: Sequence[Task], workers: int, timeout: float):
+        self.timeout = timeout
+        in_workers = [t for t in tasks if not is_contained(t)]
+        self.pool = CheckPool(in_workers, workers=workers, timeout=timeout) if fork_available() else None
+        self.in_workers = {id(t) for t in in_workers}
+        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score")
+
+    def __enter__(self) -> _Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.close(kill=exc[0] is not None)
+        self.threads.shutdown(wait=exc[0] is None, cancel_futures=True)
+
+    def score(self, task: Task, jobs: list[tuple[Example, str]]) -> list[Scored]:
+        if self.pool is not None and id(task) in self.in_workers:
+            return self.pool.score(task, jobs)
+        return list(self.threads.map(lambda job: score(task, job[0], job[1], timeout=self.timeout), jobs))
+
+
+def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, scorer: _Scorer, *,
               n: int | None, seed: int, k: int, temperature: float, top_p: float, split: str, level: int | None,
-              batch_size: int, max_new_tokens: int | None, check_timeout: float,
-              progress: ProgressFn | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              batch_size: int, max_new_tokens: int | None,
+              progress: ProgressFn | None, chat: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     examples = task.examples(split, n=n, seed=seed, level=level)
     if not examples:
         raise NothingToRun(f"task {task.name!r} has no {split} examples (level {level})")
     mnt = max_new_tokens or task.generation.max_new_tokens or size_max_new_tokens(task, examples, backend)
-    gen = GenerationConfig(max_new_tokens=mnt, stop=task.generation.stop, temperature=temperature, top_p=top_p)
+    gen = GenerationConfig(max_new_tokens=mnt, stop=task.generation.stop, temperature=temperature, top_p=top_p,
+                           chat=chat)
     gen_key = gen.to_dict()
     keys = {(ex.id, i): sample_key(identity, task.name, task.version, ex.id, gen_key, seed, i)
             for ex in examples for i in range(k)}
@@ -253,24 +293,28 @@ def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal
     chunk = max(batch_size * 4, 64)
     for lo in range(0, len(pending), chunk):
         batch = pending[lo: lo + chunk]
+        messages = {ex.id: task.messages(ex) for ex in batch} if chat else {}
         t0 = time.perf_counter()
         if isinstance(backend, ExampleGenerator):
             outputs = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
         else:
-            outputs = backend.generate([ex.prompt for ex in batch], gen, seed=seed, num_samples=k)
+            prompts = [messages[ex.id] if chat else ex.prompt for ex in batch]
+            outputs = backend.generate(prompts, gen, seed=seed, num_samples=k)
         gen_s += time.perf_counter() - t0
         gen_tokens += backend.last_stats.generated_tokens
         prompt_tokens += backend.last_stats.prompt_tokens
         generated_examples += len(batch)
         t1 = time.perf_counter()
         jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
-        scored = list(pool.map(lambda job: score(task, job[0], job[2], timeout=check_timeout), jobs))
+        scored = scorer.score(task, [(ex, output) for ex, _, output in jobs])
         check_s += time.perf_counter() - t1
         entries = []
         for (ex, i, output), sc in zip(jobs, scored):
             entry = {"key": keys[(ex.id, i)], "model": identity, "task": task.name, "task_version": task.version,
                      "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key,
                      "output": output, "answer": sc.answer, "verdict": sc.verdict.to_dict()}
+            if chat:
+                entry["messages"] = messages[ex.id]
             entries.append(entry)
             found[(ex.id, i)] = entry
         if journal is not None:

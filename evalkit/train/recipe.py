@@ -67,6 +67,7 @@ class Recipe:
     grpo: dict[str, Any] = field(default_factory=dict)
     curriculum: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> rule fields given
     eval_checkers: dict[str, Any] = field(default_factory=dict)  # task -> evaluation-only checker spec
+    eval_chat: bool = False  # evaluate in chat mode (the tasks' chat forms, the model's chat template)
 
     @property
     def base_is_scratch(self) -> bool:
@@ -169,6 +170,7 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         mode=mode, warm_start=warm_start,
         expert_iteration={**EXPERT_ITERATION_DEFAULTS, **(data.get("expert_iteration") or {})},
         grpo={**GRPO_DEFAULTS, **(data.get("grpo") or {})}, curriculum=curriculum, eval_checkers=eval_checkers,
+        eval_chat=ev.get("chat", False),
     )
 
 

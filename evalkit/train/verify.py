@@ -206,7 +206,7 @@ def update_curriculum(run: Run, curriculum: Curriculum | None) -> dict[str, Any]
             rate = last["rates"][t.task]["rate"]  # the evaluation just made is at this level
         else:
             rec = evaluate(model=run.model, tokenizer=run.tokenizer, tasks=[task], n=n, seed=recipe.eval_seed,
-                           level=level, batch_size=recipe.eval_batch_size, keep_samples=False)
+                           level=level, batch_size=recipe.eval_batch_size, keep_samples=False, chat=recipe.eval_chat)
             rate = rec.tasks[0]["rate"]
         change = curriculum.update(t.task, rate, last["step"])
         out[t.task] = {"level": level, "rate": round(rate, 6), "n": n,
