@@ -25,6 +25,7 @@ ROOMS: list[tuple[str, ...]] = [
     ("evalkit.core",),
     ("evalkit.checkers",),
     ("evalkit.lmeval",),
+    ("evalkit.packs",),
     ("evalkit.discovery",),
     ("evalkit.models",),
     ("evalkit.run",),
