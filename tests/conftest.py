@@ -27,3 +27,31 @@ def run_cli():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+# -- a byte-level BPE tokenizer with a chat template (tests of chat rendering and of training data) --------
+#: ChatML as SmolLM2/Qwen write it: the assistant's opening ends in a newline, each turn in <|im_end|>\n.
+CHATML_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                   "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+BPE_CORPUS = ("What is 12+34?", "The answer is 46.", "system", "user", "assistant", "Sort: 3 1 2", "Be brief.",
+              "Answer with the number only.", "bal: bb", "cat: cc", "hello world", " 1234567890 ", "A: 42")
+
+
+def bpe_chat_tokenizer(template: str | None = CHATML_TEMPLATE, eos: str = "<|endoftext|>",
+                       corpus: tuple[str, ...] = BPE_CORPUS, vocab_size: int = 320):
+    """A byte-level BPE (GPT-2 style: any text, exact round trips) trained here: BOS <s> added to raw text,
+    EOS `eos`, ChatML's <|im_start|> and <|im_end|> as special tokens, `template` as its chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<s>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(list(corpus) * 5, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token=eos, pad_token="<pad>")
+    tok.chat_template = template
+    return tok

@@ -289,6 +289,13 @@ def build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) -> 
         model, tokenizer = load_model(m["base"])
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+    if recipe.eval_chat:
+        from evalkit.models.hf_chat import chat_template
+
+        if chat_template(tokenizer) is None:
+            raise ConfigError("eval.chat trains and evaluates in chat form, which needs a tokenizer with a chat "
+                              f"template; {m['base']!r} has none (scratch models never do): use an instruct "
+                              "model, or set eval.chat: false", file=recipe.file, field="eval.chat")
     lora = recipe.train.get("lora")
     if lora:
         from peft import LoraConfig, get_peft_model

@@ -3,8 +3,31 @@
 Sources are task generators (their train split, with reference answers, at a level mix)
 and prompt/completion JSONL files. Each filter counts what it removed; the contamination
 guard proves no eval example (by id or by prompt in `normalize_prompt` form, the form
-`evalkit.overlap` compares) is left in the training data. Tokenisation puts the loss on the
-completion only.
+`evalkit.overlap` compares) is left in the training data; it compares the raw prompt (`Row.prompt`)
+in chat mode too, as evaluation's `overlap` does. Tokenisation (`tokenize_rows`) builds each row as
+evaluation builds its prompt and puts the loss on the answer and the token that ends it only:
+
+    input_ids = encode_prompt(tokenizer, prompt)  +  answer ids  +  the end token
+    labels    = -100 for every prompt token       +  answer ids  +  the end token
+
+- The prompt ids are evaluation's, from the same function (`models.hf_chat.encode_prompt`): raw text
+  with the tokenizer's special tokens (BOS); in chat mode the chat template rendered with the
+  assistant's opening (`render_chat`), tokenized without adding any.
+- The answer ids are the ones that, generated after exactly those prompt ids, spell the answer. BPE
+  tokenizes text in context, so: tokenize prompt text + answer together; when the prompt's ids are a
+  prefix of that, the rest are the answer ids (the in-context tokenization: no spurious leading space
+  from a SentencePiece tokenizer); when a token merges across the boundary (a prompt ending in a space
+  before a digit, in byte-level BPE), the prompt's ids are fixed, so the answer is tokenized alone
+  (which byte-level BPE decodes back exactly).
+- The end token: raw mode, the EOS; chat mode, what the template writes after the answer up to and
+  including the first end-of-turn token (`<|im_end|>` in ChatML; the EOS when the template ends turns
+  with it), which is where generation stops; what follows it (ChatML's newline) is never generated and
+  is not trained. The answer text is the template's too, so a template that opens the turn with a
+  newline the generation prompt leaves out (`...assistant` then `\n46<|im_end|>`) trains that newline.
+- Chat mode (a recipe's `eval.chat: true`): rows from tasks carry `Task.messages(ex)` (system message,
+  few-shot turns, question), the form evaluation sends; rows from JSONL sources, which name no task, are
+  one user message holding the prompt, with no system message; sampled rows (expert iteration) carry
+  the messages the model was sent.
 """
 
 from __future__ import annotations
@@ -17,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalkit.core.chat import Message, as_messages, message
 from evalkit.core.example import Example, normalize_prompt
 from evalkit.core.scoring import score
 from evalkit.errors import ConfigError
@@ -24,16 +48,24 @@ from evalkit.train.recipe import Recipe
 
 # normalize_prompt lives in core/example.py (overlap() uses it too); it is re-exported here for the
 # training modes that compare prompts with held-out ones.
-__all__ = ["CompletionCollator", "ContaminationGuard", "DataReport", "Row", "build_training_rows",
-           "normalize_prompt", "tokenize_rows"]
+__all__ = ["CompletionCollator", "ContaminationGuard", "DataReport", "Row", "answer_text", "build_training_rows",
+           "encode_row", "normalize_prompt", "tokenize_rows"]
 
 
 @dataclass(frozen=True)
 class Row:
+    """One training row. `prompt` is the raw prompt (what filters and the contamination guard compare);
+    `messages` its chat form when it has one (chat mode without it: one user message holding `prompt`)."""
+
     prompt: str
     completion: str
     source: str
     example_id: str | None = None
+    messages: tuple[Message, ...] | None = field(default=None, compare=False)
+
+    def chat_messages(self) -> list[Message]:
+        """The messages chat mode sends for this row."""
+        return list(self.messages) if self.messages else [message("user", self.prompt)]
 
 
 @dataclass
@@ -97,7 +129,8 @@ def _task_rows(src: dict[str, Any], task: Any, recipe: Recipe, verify: bool, rep
             if verify and not score(task, ex, ex.reference or "").verdict.passed:
                 report.remove("reference fails checker", src["name"])
                 continue
-            rows.append(Row(ex.prompt, ex.reference or "", src["name"], ex.id))
+            messages = tuple(task.messages(ex)) if recipe.eval_chat else None
+            rows.append(Row(ex.prompt, ex.reference or "", src["name"], ex.id, messages))
     return rows
 
 
@@ -200,15 +233,69 @@ def _mix(recipe: Recipe, pools: dict[str, list[Row]], report: DataReport) -> lis
     return out
 
 
-def tokenize_rows(rows: Sequence[Row], tokenizer: Any) -> list[dict[str, list[int]]]:
-    """Token ids with labels on the completion (and the EOS that ends it) only."""
-    out = []
-    eos = tokenizer.eos_token_id
-    for r in rows:
-        p = tokenizer(r.prompt, add_special_tokens=True)["input_ids"]
-        c = tokenizer(r.completion, add_special_tokens=False)["input_ids"] + [eos]
-        out.append({"input_ids": p + c, "labels": [-100] * len(p) + c})
-    return out
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _continuation_ids(tokenizer: Any, prompt_text: str, text: str) -> list[int]:
+    """The ids that, after `prompt_text`'s own ids, spell `text`: the in-context tokenization when the
+    prompt's ids are a prefix of it, else (a token merges across the boundary) `text` tokenized alone."""
+    prompt = _ids(tokenizer, prompt_text)
+    joint = _ids(tokenizer, prompt_text + text)
+    return joint[len(prompt):] if joint[:len(prompt)] == prompt else _ids(tokenizer, text)
+
+
+def _end_tokens(tokenizer: Any) -> list[str]:
+    """The texts of the tokens that end an assistant turn: end-of-turn tokens, then the EOS."""
+    from evalkit.models.hf_chat import end_of_turn_ids
+
+    ends = [tokenizer.convert_ids_to_tokens(i) for i in sorted(end_of_turn_ids(tokenizer))]
+    eos = getattr(tokenizer, "eos_token", None)
+    return ends + ([eos] if isinstance(eos, str) and eos not in ends else [])
+
+
+def answer_text(tokenizer: Any, messages: Sequence[Message], completion: str, prompt_text: str) -> str:
+    """What the assistant's turn adds after `prompt_text` (`render_chat` of `messages`) in the chat
+    template, up to and including the first token that ends the turn: `completion` and the end-of-turn
+    token, with any text the template puts around the answer. A template that renders the conversation
+    differently once it holds an answer gets `completion` and the first end token instead."""
+    ends = _end_tokens(tokenizer)
+    if not ends:
+        raise ValueError("the tokenizer has no end-of-turn or EOS token to end a trained answer")
+    full = tokenizer.apply_chat_template([*(dict(m) for m in messages), {"role": "assistant", "content": completion}],
+                                         tokenize=False, add_generation_prompt=False)
+    if isinstance(full, str) and full.startswith(prompt_text):
+        turn = full[len(prompt_text):]
+        start = turn.find(completion)
+        found = [(turn.find(e, start + len(completion)), e) for e in ends] if start >= 0 else []
+        found = [(i, e) for i, e in found if i >= 0]
+        if found:
+            i, end = min(found)
+            return turn[:i + len(end)]
+    return completion + ends[0]
+
+
+def encode_row(row: Row, tokenizer: Any, chat: bool = False) -> dict[str, list[int]]:
+    """A row's input ids and labels (see the module docstring): evaluation's prompt ids (labels -100),
+    then the answer ids and the end token (learned)."""
+    from evalkit.models.hf_chat import encode_prompt, render_chat
+
+    if chat:
+        messages = as_messages(row.chat_messages())
+        prompt_ids = encode_prompt(tokenizer, messages)
+        prompt_text = render_chat(tokenizer, messages)
+        target = _continuation_ids(tokenizer, prompt_text, answer_text(tokenizer, messages, row.completion,
+                                                                       prompt_text))
+    else:
+        prompt_ids = encode_prompt(tokenizer, row.prompt)
+        target = _continuation_ids(tokenizer, row.prompt, row.completion) + [tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + target, "labels": [-100] * len(prompt_ids) + target}
+
+
+def tokenize_rows(rows: Sequence[Row], tokenizer: Any, chat: bool = False) -> list[dict[str, list[int]]]:
+    """Token ids with labels on the completion and the token that ends it only (`encode_row`); `chat`:
+    the rows in their chat form, rendered by the tokenizer's chat template as evaluation renders them."""
+    return [encode_row(r, tokenizer, chat) for r in rows]
 
 
 class CompletionCollator:

@@ -100,13 +100,15 @@ def attach(trainer: Any, run: Run) -> Any:
 def sft_trainer(run: Run, model: Any, tokenizer: Any, rows: list[Row], *, max_steps: int,
                 **overrides: Any) -> Any:
     """A Trainer that fine-tunes `model` on prompt/completion `rows` (loss on the completion) for
-    `max_steps`, evaluating and checkpointing through `run` (it stops when every target is met).
+    `max_steps`, evaluating and checkpointing through `run` (it stops when every target is met). The rows
+    are in their chat form when the recipe evaluates in chat mode (`eval.chat`), so training and
+    evaluation see the same tokens (`evalkit.train.data.encode_row`).
 
     Args:
         overrides: TrainingArguments that differ from the recipe's (e.g. a round's seed).
     """
     args = training_arguments(run.recipe, staging_folder(run.ckpt_dir), max_steps, **overrides)
-    trainer = Trainer(model=model, args=args, train_dataset=tokenize_rows(rows, tokenizer),
+    trainer = Trainer(model=model, args=args, train_dataset=tokenize_rows(rows, tokenizer, chat=run.recipe.eval_chat),
                       data_collator=CompletionCollator(tokenizer.pad_token_id))
     return attach(trainer, run)
 

@@ -51,8 +51,8 @@ def select_samples(samples: Iterable[Mapping[str, Any]], *, cap_per_prompt: int,
                    exclude_prompts: AbstractSet[str] = frozenset()) -> tuple[list[Row], Counter]:
     """Training rows from sampled completions: PASS only, one row per distinct (prompt, completion),
     at most `cap_per_prompt` per prompt (first sample indices first), none whose prompt, in
-    `normalize_prompt` form, is in `exclude_prompts` (the held-out prompts in that form).
-    Returns (rows, counts of what was removed and why)."""
+    `normalize_prompt` form, is in `exclude_prompts` (the held-out prompts in that form). A chat-mode
+    sample's row carries the messages the model was sent. Returns (rows, counts of what was removed and why)."""
     rows: list[Row] = []
     removed: Counter = Counter()
     seen: set[tuple[str, str]] = set()
@@ -70,7 +70,8 @@ def select_samples(samples: Iterable[Mapping[str, Any]], *, cap_per_prompt: int,
         else:
             seen.add((prompt, completion))
             per_prompt[prompt] += 1
-            rows.append(Row(prompt, completion, s["task"], s.get("example_id")))
+            messages = tuple(s["messages"]) if s.get("messages") else None
+            rows.append(Row(prompt, completion, s["task"], s.get("example_id"), messages))
     return rows, removed
 
 
@@ -160,13 +161,14 @@ def train_tasks(run: Run) -> list[Any]:
 
 def sample(run: Run, levels: Mapping[str, int | None], *, n: int, k: int, temperature: float, top_p: float,
            seed: int, run_dir: Path | None) -> Any:
-    """k completions for each of n training prompts per task, from the model as it is now (a RunRecord)."""
+    """k completions for each of n training prompts per task, from the model as it is now (a RunRecord), in
+    chat mode when the recipe evaluates in it (the samples then carry their messages: see select_samples)."""
     from evalkit.run.runner import evaluate
 
     return evaluate(model=run.model, tokenizer=run.tokenizer, tasks=train_tasks(run), split="train", n=n, k=k,
                     temperature=temperature, top_p=top_p, seed=seed, batch_size=run.recipe.eval_batch_size,
                     task_settings={name: {"level": lv} for name, lv in levels.items()}, run_dir=run_dir,
-                    run_id=run_dir.name if run_dir else None,
+                    run_id=run_dir.name if run_dir else None, chat=run.recipe.eval_chat,
                     meta={"training": {"step": run.step_offset, "purpose": "verifier sampling"}})
 
 
