@@ -112,7 +112,10 @@ exec(PROBE, probe)  # one source for this process and the child Pythons
 def assert_no_slowdown_or_leftovers(before: dict, after: dict, native_threads: bool = True) -> None:
     # A leaked spinning thread takes the GIL half the time (plain Python then costs ~2x) and burns a core
     # while the process sleeps; a leaked worker is a child process.
-    assert after["loop_cpu_s"] / before["loop_cpu_s"] < 1.5, (before, after)
+    # The bound leaves room for noise on shared cores (a process that has just trained a model measured
+    # 1.53x once, with nothing spinning: idle CPU 4e-5 s); a spinning thread measured 2-3.9x, and the idle
+    # and thread checks below catch it directly.
+    assert after["loop_cpu_s"] / before["loop_cpu_s"] < 1.8, (before, after)
     assert after["idle_cpu_s"] < 0.1, (before, after)
     assert after["threads"] == before["threads"], (before, after)
     if native_threads:  # torch starts native threads of its own as training needs them
