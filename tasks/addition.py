@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 
 from evalkit import task, verdict
+from evalkit.core.extract import first_line
 
 # ASCII digits only (\d also matches other scripts' digits), and short: int() of a huge string is slow
 # and, past 4300 digits, refused.
 _INT = re.compile(r"[+-]?[0-9]{1,20}")
+# Chat mode: the answer's first line is the sum, or ends with it after "=", "is", "equals" or ":":
+# "579", "579.", "123 + 456 = 579", "The answer is 579." Anything else ("579 apples", "5 79", "=579") is no answer.
+_CHAT_SUM = re.compile(r"(?:.*?[^\s=:][ \t]*(?:=|\bis|\bequals|:)[ \t]*)?([+-]?[0-9]{1,20})[ \t]*\.?")
 
 
 @task(
@@ -21,6 +25,10 @@ _INT = re.compile(r"[+-]?[0-9]{1,20}")
     # The longest answer (level 7: 9999999+9999999) has 8 digits; leave a little margin.
     max_new_tokens=10,
     stop=("\n",),
+    # Chat mode: an instruct model is told to reply with the number, and may say "123 + 456 = 579".
+    system="You are a calculator. Reply with the number only.",
+    fewshot=[("What is 21 + 34?", "55")],
+    chat_max_new_tokens=24,
 )
 class Addition:
     """Add two `level`-digit integers: "123+456=" -> "579"."""
@@ -35,8 +43,22 @@ class Addition:
     def prompt(self, ex):
         return f"{ex['a']}+{ex['b']}="
 
+    def chat(self, ex):
+        return f"What is {ex['a']} + {ex['b']}?"
+
     def reference(self, ex):
         return str(ex["a"] + ex["b"])
+
+    def chat_extract(self, output):
+        # The first line (the stop "\n" ends it), read strictly: the sum alone or after "=" / "is".
+        m = _CHAT_SUM.fullmatch(first_line(output))
+        return m.group(1) if m else ""
+
+    def chat_solutions(self, ex, rng):
+        total = ex["a"] + ex["b"]
+        a, b = ex["a"], ex["b"]
+        return [f"{total}.", f"{a} + {b} = {total}", f"The answer is {total}.",
+                f"\n{a}+{b}={total}\n\nI added the two numbers.", f"The sum of {a} and {b} is {total}."]
 
     def check(self, ex, answer):
         expected = ex["a"] + ex["b"]
@@ -54,7 +76,8 @@ class Addition:
 
     def equivalent(self, ex, reference, candidate):
         # The same integer, however written ("0579", "+579"): that is what the check accepts.
-        candidate = candidate.strip()
+        # A sentence's full stop after it ("579.") does not change the number either.
+        candidate = candidate.strip().removesuffix(".")
         digits = candidate[1:] if candidate[:1] in ("+", "-") else candidate
         return digits.isascii() and digits.isdigit() and int(candidate) == int(reference)
 

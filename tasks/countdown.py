@@ -14,6 +14,7 @@ from collections import Counter
 from fractions import Fraction
 
 from evalkit import task, verdict
+from evalkit.core.extract import first_line
 
 SMALL = tuple(range(1, 11))
 LARGE = (25, 50, 75, 100)
@@ -36,6 +37,10 @@ def _count(level: int) -> int:
     # The reference for 6 numbers is under ~30 characters; leave room for spaces and parentheses.
     max_new_tokens=48,
     stop=("\n",),
+    system="Reply with one arithmetic expression only.",
+    fewshot=[("Using each of 2 3 10 at most once, with + - * / and parentheses, write an expression equal to 16.",
+              "2*3+10")],
+    chat_max_new_tokens=48,
 )
 class Countdown:
     """Reach a target from level+2 numbers with + - * / ( ), using each given number at most once."""
@@ -54,8 +59,32 @@ class Countdown:
         return (f"Using each of {numbers} at most once, with + - * / and parentheses, "
                 f"write an expression equal to {ex['target']}:")
 
+    def chat(self, ex):
+        return self.prompt(ex).removesuffix(":") + "."
+
     def reference(self, ex):
         return solve(ex["numbers"], ex["target"])
+
+    def chat_extract(self, output):
+        # The first line, without backticks or a full stop around it, and without "= value" after it when
+        # the expression has that value ("3*7+25 = 46"; "3*7+25 = 47" keeps its "=" and fails). The
+        # checker then judges the whole expression against the target, as in raw mode.
+        line = first_line(output).removesuffix(".").strip()
+        if len(line) > 2 and line[0] == line[-1] == "`":
+            line = line[1:-1].strip()
+        expression, eq, value = line.rpartition("=")
+        value = value.strip()
+        if eq and value.isascii() and value.isdigit() and len(value) <= 12:
+            try:
+                if _evaluate(parse_expression(expression)) == int(value):
+                    return expression.strip()
+            except (ValueError, ZeroDivisionError):
+                pass
+        return line
+
+    def chat_solutions(self, ex, rng):
+        expr = self.reference(ex)
+        return [f"{expr} = {ex['target']}", f"`{expr}`", f"{expr}.", f"\n{expr}\n\nIt uses each number once."]
 
     def check(self, ex, answer):
         try:

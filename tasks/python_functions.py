@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 
 from evalkit import checkers, contained, task
-from evalkit.core.extract import cut_at_stop
+from evalkit.core.extract import code_block, cut_at_stop
 
 DATA = Path(__file__).parent / "data" / "python_functions.jsonl"
 
 # A completion ends where the model starts the next top-level statement.
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
+_CODE = code_block("python")
 
 
 @task(
@@ -29,6 +30,11 @@ STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
     # The longest canonical body is ~280 characters: enough even for a character-level tokenizer.
     max_new_tokens=384,
     stop=STOP,
+    # Chat mode: an instruct model writes the whole function in a ```python block; "\ndef " would end
+    # it at its first line, so only the end of its turn (and the token budget) ends the answer.
+    system="You are an expert Python programmer. Reply with the complete function in a ```python code block.",
+    chat_stop=(),
+    chat_max_new_tokens=384,
 )
 @contained  # its checks run in the sandbox, which bounds their time: no worker process needed
 class PythonFunctions:
@@ -45,6 +51,20 @@ class PythonFunctions:
 
     def prompt(self, ex):
         return ex["prompt"]
+
+    def chat(self, ex):
+        return f"Complete this Python function:\n\n```python\n{ex['prompt']}```"
+
+    def chat_extract(self, output):
+        # The code of the first python block (else of the first block, else the whole output): a whole
+        # function redefines the prompt's stub, a body completes it; the unit tests judge either.
+        return _CODE(output).rstrip()
+
+    def chat_solutions(self, ex, rng):
+        body = self.reference(ex)
+        return [f"```python\n{ex['prompt']}{body}\n```",
+                f"Here is the completed function:\n\n```python\n{ex['prompt']}{body}\n```\n\nIt passes the examples.",
+                f"```py\n{body}\n```"]
 
     def reference(self, ex):
         # Without trailing whitespace, as extract() leaves a completion: text appended to the

@@ -6,10 +6,14 @@ import re
 from collections import Counter
 
 from evalkit import task, verdict
+from evalkit.core.extract import first_line
 
 # ASCII digits only (\d also matches other scripts' digits), and short: int() of a huge string is slow
 # and, past 4300 digits, refused.
 _INT = re.compile(r"[+-]?[0-9]{1,20}")
+# Chat mode: the first line is the list and nothing else, bare or in brackets, separated by spaces or
+# commas ("3, 5, 9."). No lead-in: "Sort in ascending order: 3 5 9", the question echoed, is no answer.
+_CHAT_LIST = re.compile(r"\[?([+-]?[0-9]{1,20}(?:(?:[ \t]*,[ \t]*|[ \t]+)[+-]?[0-9]{1,20})*)[ \t]*\]?[ \t]*\.?")
 
 
 def _length(level: int) -> int:
@@ -27,6 +31,9 @@ def _length(level: int) -> int:
     max_new_tokens=40,
     stop=("\n",),
     equivalent=("strip", "whitespace"),
+    system="Reply with the sorted numbers only, separated by spaces.",
+    fewshot=[("Sort in ascending order: 9 2 5", "2 5 9")],
+    chat_max_new_tokens=64,
 )
 class Sorting:
     """Sort 2*level+1 integers (0..99) ascending: "sort: 5 3 9 =" -> "3 5 9"."""
@@ -37,8 +44,21 @@ class Sorting:
     def prompt(self, ex):
         return "sort: " + " ".join(map(str, ex["numbers"])) + " ="
 
+    def chat(self, ex):
+        return "Sort in ascending order: " + " ".join(map(str, ex["numbers"]))
+
     def reference(self, ex):
         return " ".join(map(str, sorted(ex["numbers"])))
+
+    def chat_extract(self, output):
+        # The first line read strictly as a list of integers; commas become the checker's spaces.
+        m = _CHAT_LIST.fullmatch(first_line(output))
+        return " ".join(m.group(1).replace(",", " ").split()) if m else ""
+
+    def chat_solutions(self, ex, rng):
+        ordered = self.reference(ex)
+        return [f"{ordered}.", "[" + ordered.replace(" ", ", ") + "]", ordered.replace(" ", ", "),
+                f"[{ordered}]", f"\n{ordered}\n\nThese are in ascending order."]
 
     def check(self, ex, answer):
         tokens = answer.split()
@@ -77,6 +97,8 @@ class Sorting:
 
     def equivalent(self, ex, reference, candidate):
         # Same numbers in the same order, however spaced or written ("05", "+5").
+        # (Commas between them too, and a full stop after: chat mode reads "3, 5, 9." as this list.)
+        candidate = candidate.strip().removesuffix(".").replace(",", " ")
         try:
             return [int(t) for t in candidate.split()] == [int(t) for t in reference.split()]
         except ValueError:

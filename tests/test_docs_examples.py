@@ -85,6 +85,7 @@ FIXTURES: dict[tuple[str, str], Fixture] = {
     ("docs/WRITING_TASKS.md", '@task(name="reverse_words"'): Fixture(),
     ("docs/WRITING_TASKS.md", "evalkit.evaluate(tasks=[ReverseWords]"): Fixture(),
     ("docs/WRITING_TASKS.md", '@task(name="times_table"'): Fixture(),
+    ("docs/WRITING_TASKS.md", '@task(name="chat_sum"'): Fixture(),
     ("docs/WRITING_TASKS.md", 'evalkit.load_tasks(["reverse_words", "capital*"])'): Fixture(files={
         "tasks/reverse_words.py": block_with('@task(name="reverse_words"'),
         "tasks/capitals.yaml": block_with("name: capitals"),

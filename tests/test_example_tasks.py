@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
 from fractions import Fraction
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalkit
+from evalkit.core.chat import has_chat_settings
 from evalkit.core.example import Example
 from evalkit.core.task import TASK_MARKER, Task
 
@@ -390,3 +392,200 @@ def test_python_functions_pass_the_selftest():
 
     report = selftest_task(task_of("python_functions"))
     assert report.passed, report.failures() or report.error
+
+
+# -- chat forms: what instruct models are sent, and how their answers are read ------------------------
+SHIPPED = ("addition", "sorting", "reverse", "countdown", "json_extract", "multiple_choice", "python_functions")
+MODEL_DIR = Path("/root/.cache/evalkit/models/smollm2-135m-instruct")
+
+
+def shipped(name: str) -> Task:
+    [t] = evalkit.load_tasks([name], tasks_dir=[TASKS_DIR], entry_points=False)
+    return t
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_task_has_a_chat_form(name):
+    t = shipped(name)
+    ex = t.examples("eval", n=1)[0]
+    messages = t.messages(ex)
+    assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
+    assert messages[-1]["content"] != ex.prompt  # worded for a conversation, not the raw continuation
+    assert has_chat_settings(t) and t.for_chat() is not t and t.for_chat().for_chat() is t.for_chat()
+    assert t.for_chat() is t.for_chat()  # one chat view per task
+    # The chat view changes generation and extraction only: same examples, ids, references, version.
+    chat = t.for_chat()
+    assert chat.examples("eval", n=3) == t.examples("eval", n=3) and chat.version == t.version
+    assert ex.reference is not None and chat.check(ex, chat.extract(ex.reference)).passed
+
+
+# The raw forms are what runs, journals and the scratch-model recipe (finetune/addition.yaml) were made with.
+RAW = {"addition": (("\n",), 10), "sorting": (("\n",), 40), "reverse": (("\n",), 16), "countdown": (("\n",), 48),
+       "json_extract": (("\n",), 64), "multiple_choice": (("\n",), 8),
+       "python_functions": (("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "), 384)}
+CHAT = {"addition": (("\n",), 24), "sorting": (("\n",), 64), "reverse": (("\n",), 32), "countdown": (("\n",), 48),
+        "json_extract": ((), 96), "multiple_choice": ((), 32), "python_functions": ((), 384)}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_raw_settings_are_unchanged_and_chat_runs_get_their_own(name):
+    t = shipped(name)
+    assert (t.generation.stop, t.generation.max_new_tokens) == RAW[name]
+    assert (t.for_chat().generation.stop, t.for_chat().generation.max_new_tokens) == CHAT[name]
+    assert not t.generation.chat and t.generation.to_dict() == {"max_new_tokens": RAW[name][1],
+                                                                "stop": list(RAW[name][0]),
+                                                                "temperature": 0.0, "top_p": 1.0}
+
+
+def test_raw_prompts_and_ids_are_unchanged():
+    t = shipped("addition")
+    ex = t.example({"a": 123, "b": 456}, level=3)
+    assert ex.prompt == "123+456=" and ex.reference == "579"
+    assert t.messages(ex)[-1] == {"role": "user", "content": "What is 123 + 456?"}
+    # Raw extraction never reads prose: a base model's "579 apples" stays wrong.
+    assert t.extract("The answer is 579.") == "The answer is 579." and not ok(t, ex, "The answer is 579.")
+    assert t.extract(" 579\n") == "579" and ok(t, ex, " 579")
+
+
+def _fields(name: str) -> dict:
+    return {"addition": {"a": 123, "b": 456}, "sorting": {"numbers": [42, 7, 93, 15, 8]},
+            "reverse": {"text": "qwertyu"}, "countdown": {"numbers": [3, 7, 25], "target": 46}}[name]
+
+
+# (task, output as an instruct model writes it, passes in chat mode). The first rows of each task are
+# what SmolLM2-135M-Instruct wrote.
+CHAT_OUTPUTS = [
+    ("addition", "579", True), ("addition", "579.", True), ("addition", "123 + 456 = 579", True),
+    ("addition", "The answer is 579.", True), ("addition", "The sum of 123 and 456 is 579.", True),
+    ("addition", "\n123+456=579\n\nI added them.", True),
+    ("addition", "123 + 456 = 579\n\nThis is a classic...", True),
+    ("addition", "123 + 456 = 199", False), ("addition", "1729", False), ("addition", "5791", False),
+    ("addition", "579a", False), ("addition", "57 9", False), ("addition", "The answer is 579 or 580.", False),
+    ("addition", "579 apples", False), ("addition", "579..", False), ("addition", "123 + 456", False),
+    ("addition", "123 + 456 = 579 + 1", False), ("addition", "The answer is 5.79", False),
+    ("addition", "", False), ("addition", "\n\n", False), ("addition", "=579", False), ("addition", ": 579", False),
+    ("sorting", "7 8 15 42 93", True), ("sorting", "7, 8, 15, 42, 93", True), ("sorting", "[7, 8, 15, 42, 93]", True),
+    ("sorting", "Sort in ascending order: 7 8 15 42 93", False), ("sorting", "\n7 8 15 42 93\n\nDone.", True),
+    ("sorting", "42 7 93 15 8", False), ("sorting", "7 8 15 42", False), ("sorting", "7 8 15 42 93 93", False),
+    ("sorting", "7 8 15 42 93 and more", False), ("sorting", "7; 8; 15; 42; 93", False),
+    ("sorting", "78 15 42 93", False),
+    ("reverse", "uytrewq", True), ('reverse', '"uytrewq"', True), ("reverse", 'The reversed text is "uytrewq".', True),
+    ("reverse", "Reversed: uytrewq", True), ("reverse", "qwerty", False), ("reverse", "uytrewq uytrewq", False),
+    ("reverse", "Uytrewq", False), ('reverse', 'Reverse the letters of "qwertyu" is "qwertyu".', False),
+    ("reverse", '"uytrewq', False),
+    ("countdown", "3*7+25", True), ("countdown", "3*7+25 = 46", True), ("countdown", "`3 * 7 + 25`", True),
+    ("countdown", "(25+3*7).", True), ("countdown", "3*7+25 = 47", False), ("countdown", "46", False),
+    ("countdown", "3*7+25+3", False), ("countdown", "To solve this problem, we need 3*7+25", False),
+    ("countdown", "3*7+25 = 46 = 46", False),
+]
+
+
+@pytest.mark.parametrize("name,output,passes", CHAT_OUTPUTS)
+def test_chat_extraction_reads_prose_strictly(name, output, passes):
+    t = shipped(name)
+    ex = t.example(_fields(name))
+    chat = t.for_chat()
+    assert chat.check(ex, chat.extract(output)).passed is passes, (output, chat.extract(output))
+
+
+def test_json_and_multiple_choice_chat_extraction():
+    js, mc = shipped("json_extract"), shipped("multiple_choice")
+    ex = js.examples("eval", n=1)[0]
+    person = ex.fields["answer"]
+    pretty = json.dumps(person, indent=2)
+    chat = js.for_chat()
+    for output in (pretty, f"```json\n{pretty}\n```", f"Here is the JSON:\n\n{pretty}\n\nDone."):
+        assert chat.check(ex, chat.extract(output)).passed, output
+    # Raw mode cuts at "\n" as it always did: the multi-line JSON is no answer there.
+    assert not js.check(ex, js.extract(pretty)).passed
+    wrong = pretty.replace(str(person["age"]), str(person["age"] + 1))
+    assert not chat.check(ex, chat.extract(wrong)).passed
+    q = next(e for e in mc.examples("eval") if e.reference == "B")
+    chat = mc.for_chat()
+    for output, passes in [("B", True), ("B) " + q.fields["B"], True), ("The correct answer is:\n\n(B)", True),
+                           ("The answer is B.", True), ("C) " + q.fields["C"], False), ("A or B", False),
+                           ("A) x\nB) y\nC) z\nD) w", False), ("", False)]:
+        assert chat.check(q, chat.extract(output)).passed is passes, output
+
+
+def test_python_functions_chat_extraction_takes_the_fenced_function(pf_examples):
+    t = shipped("python_functions")
+    chat = t.for_chat()
+    ex = pf_examples[1][0]
+    whole = f"Here you go:\n\n```python\n{ex.prompt}{ex.reference}\n```\n\nIt passes the examples."
+    assert chat.extract(whole).startswith("def ") and chat.check(ex, chat.extract(whole)).passed
+    assert chat.check(ex, chat.extract(f"```python\n{ex.reference}\n```")).passed   # the body alone
+    assert not chat.check(ex, chat.extract(f"```python\n{ex.prompt}    return None\n```")).passed
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_selftest_proves_the_chat_reading_sound(name):
+    report = evalkit.assert_selftest(shipped(name), levels=[1], n_examples=3, max_examples=30)
+    chat = {r.name: r for r in report.by_property() if r.name.startswith("chat: ")}
+    assert {"chat: soundness", "chat: accepts solutions", "chat: rejects corruptions",
+            "chat: rejects wrong answers in prose"} <= set(chat)
+    assert chat["chat: accepts solutions"].passed and chat["chat: accepts solutions"].tried > 0
+    prose = chat["chat: rejects wrong answers in prose"]
+    assert prose.passed and prose.tried > 0
+
+
+def test_selftest_chat_pass_catches_a_loose_chat_extractor():
+    from evalkit.core.extractors import last_number
+
+    module, _ = load("addition")
+
+    class Loose(module.Addition):
+        def chat_extract(self, output):
+            return last_number(output)  # "579a" is 579: a wrong answer made right
+
+    loose = Task(task_of("addition").spec, Loose())
+    assert loose.for_chat().extract("The answer is 579a.") == "579"
+    with pytest.raises(AssertionError, match="chat: "):
+        evalkit.assert_selftest(loose, levels=[3], n_examples=5, max_examples=100)
+
+
+def test_chat_runs_use_the_chat_reading_and_rescore_keeps_it(tmp_path):
+    from evalkit.models import PythonCallableBackend
+    from evalkit.run.posthoc import rescore
+
+    def talker(prompt):
+        if isinstance(prompt, str):
+            return "The answer is " + str(eval(prompt.rstrip("=")))  # noqa: S307 - "a+b" of our own prompts
+        a, b = prompt[-1]["content"].removeprefix("What is ").rstrip("?").split(" + ")
+        return f"\n{a} + {b} = {int(a) + int(b)}\n\nI added the two numbers."
+
+    t = shipped("addition")
+    chat = evalkit.evaluate(tasks=[t], backend=PythonCallableBackend(talker), n=10, chat=True,
+                            reports_dir=tmp_path)
+    assert chat.rate("addition") == 1.0
+    generation = chat.task("addition")["generation"]
+    assert generation["stop"] == ["\n"] and generation["max_new_tokens"] == 24 and generation["chat"]
+    assert rescore(chat.path, registry=_Registry(t)).rate("addition") == 1.0
+    raw = evalkit.evaluate(tasks=[t], backend=PythonCallableBackend(talker), n=10)
+    assert raw.rate("addition") == 0.0 and raw.task("addition")["generation"]["max_new_tokens"] == 10
+
+
+class _Registry:
+    def __init__(self, task: Task):
+        self.task = task
+
+    def get(self, name: str) -> Task:
+        return self.task
+
+
+@pytest.mark.slow
+def test_smollm2_understands_every_chat_form():
+    """SmolLM2-135M-Instruct in chat mode, 5 examples per task: every answer is there to read (no stop
+    string cuts one to nothing). Skipped, loudly, without the cached model."""
+    if not (MODEL_DIR / "config.json").is_file():
+        pytest.skip(f"SKIPPED LOUDLY: the SmolLM2-135M-Instruct model is not cached at {MODEL_DIR} "
+                    "(evalkit models get smollm2-135m-instruct)")
+    record = evalkit.evaluate(model_spec=f"hf:{MODEL_DIR}", tasks=[shipped(n) for n in SHIPPED], n=5, seed=0,
+                              chat=True, keep_samples=True, batch_size=8)
+    samples = list(record.samples())
+    assert len(samples) == 5 * len(SHIPPED)
+    empty = [(s["task"], s["output"]) for s in samples if not s["output"].strip()]
+    assert not empty, f"outputs cut to nothing: {empty}"
+    for name in ("addition", "sorting", "json_extract", "multiple_choice", "python_functions"):
+        answers = [s["answer"] for s in samples if s["task"] == name]
+        assert sum(bool(a) for a in answers) >= 3, (name, [s["output"] for s in samples if s["task"] == name])

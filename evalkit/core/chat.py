@@ -17,13 +17,18 @@ A task gives its chat form in one of three ways (`task_messages` applies them):
 - a `chat(ex)` method (YAML: `chat: {user: "template with {fields}"}`) returning the user message's
   text (the system message and few-shot turns are added around it), or the whole list of messages.
 
+A model that talks needs its answer read out of prose, and more room: chat-mode runs use the task's chat
+stop strings, token budget and extraction where it has them (`@task(chat_stop=..., chat_max_new_tokens=...)`
+and a `chat_extract(output)` method; YAML: `chat: {stop, max_new_tokens, extract}`), through
+`Task.for_chat()`. The raw form's settings never change.
+
 Messages are plain dicts (`Message`), what chat templates and chat APIs take, and JSON as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict
 
 if TYPE_CHECKING:
@@ -89,15 +94,22 @@ def is_chat(prompt: Prompt) -> bool:
 
 @dataclass(frozen=True)
 class ChatSpec:
-    """A task's chat settings: a system message and few-shot turns put before each user message.
+    """A task's chat settings: a system message and few-shot turns put before each user message, and the
+    generation settings of chat-mode runs where they differ from the raw form's.
 
     Attributes:
         system: the system message (None: none).
         fewshot: (user, assistant) pairs, in order, between the system message and the question.
+        stop: the stop strings of chat-mode runs (None: the task's `stop`). An instruct model writes
+            JSON and code over several lines, so "\n" would cut its answer short.
+        max_new_tokens: the token budget of chat-mode runs (None: the task's): a model that talks needs
+            room for "The answer is 579."
     """
 
     system: str | None = None
     fewshot: tuple[tuple[str, str], ...] = ()
+    stop: tuple[str, ...] | None = None
+    max_new_tokens: int | None = None
 
     def messages(self, user: str) -> list[Message]:
         """[system] + the few-shot turns + `user` as the last message."""
@@ -107,19 +119,32 @@ class ChatSpec:
         return [*out, message("user", user)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"system": self.system, "fewshot": [{"user": u, "assistant": a} for u, a in self.fewshot]}
+        out: dict[str, Any] = {"system": self.system,
+                               "fewshot": [{"user": u, "assistant": a} for u, a in self.fewshot]}
+        if self.stop is not None:
+            out["stop"] = list(self.stop)
+        if self.max_new_tokens is not None:
+            out["max_new_tokens"] = self.max_new_tokens
+        return out
 
 
 def chat_spec(system: str | None = None,
-              fewshot: Iterable[Sequence[str] | Mapping[str, str]] = ()) -> ChatSpec | None:
-    """A ChatSpec from `@task(system=..., fewshot=...)` (None when both are empty). Each few-shot turn is a
-    (user, assistant) pair or a mapping `{"user": ..., "assistant": ...}`.
+              fewshot: Iterable[Sequence[str] | Mapping[str, str]] = (),
+              stop: Sequence[str] | None = None, max_new_tokens: int | None = None) -> ChatSpec | None:
+    """A ChatSpec from `@task(system=..., fewshot=..., chat_stop=..., chat_max_new_tokens=...)` (None when
+    all are empty). Each few-shot turn is a (user, assistant) pair or a mapping `{"user": ..., "assistant": ...}`.
 
     Raises:
-        TypeError: a system message or a turn's text that is not a str; ValueError: a malformed turn.
+        TypeError: a system message or a turn's text that is not a str; ValueError: a malformed turn, a
+        stop that is not a list of strings, a max_new_tokens below 1.
     """
     if system is not None and not isinstance(system, str):
         raise TypeError(f"system must be a str, got {type(system).__name__}")
+    if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
+        raise ValueError(f"chat stop strings must be a list of str, got {stop!r:.80}")
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                       or max_new_tokens < 1):
+        raise ValueError(f"chat max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     turns: list[tuple[str, str]] = []
     for i, turn in enumerate(fewshot):
         if isinstance(turn, Mapping):
@@ -133,9 +158,9 @@ def chat_spec(system: str | None = None,
         if not all(isinstance(t, str) for t in pair):
             raise TypeError(f"fewshot[{i}]: the user and assistant texts must be str")
         turns.append(pair)
-    if system is None and not turns:
+    if system is None and not turns and stop is None and max_new_tokens is None:
         return None
-    return ChatSpec(system, tuple(turns))
+    return ChatSpec(system, tuple(turns), None if stop is None else tuple(stop), max_new_tokens)
 
 
 def task_messages(task: Any, ex: Example) -> list[Message]:
@@ -160,5 +185,31 @@ def task_messages(task: Any, ex: Example) -> list[Message]:
                     f"got {type(value).__name__}")
 
 
-__all__ = ["ROLES", "ChatSpec", "Message", "Prompt", "Role", "as_messages", "chat_spec", "is_chat", "message",
-           "task_messages"]
+def has_chat_settings(task: Any) -> bool:
+    """Whether chat-mode runs of `task` (a `Task`) stop, budget or extract differently from raw ones."""
+    chat: ChatSpec | None = task.spec.chat
+    return hasattr(task.impl, "chat_extract") or (
+        chat is not None and (chat.stop is not None or chat.max_new_tokens is not None))
+
+
+def chat_view(task: Any) -> Any:
+    """A `Task` as chat-mode runs use it (what `Task.for_chat` returns, once per task): the same
+    implementation, examples and checks, with the chat stop strings and token budget in its generation
+    settings, `chat_extract` (else the task's `extract`, which then cuts at the chat stop strings) as its
+    extraction, and the self-test's chat-only skips (`chat_skip`) added to its skips."""
+    chat: ChatSpec = task.spec.chat or ChatSpec()
+    gen = task.spec.generation
+    gen = replace(gen, stop=gen.stop if chat.stop is None else chat.stop,
+                  max_new_tokens=gen.max_new_tokens if chat.max_new_tokens is None else chat.max_new_tokens)
+    st = task.spec.selftest
+    st = replace(st, skip=st.skip + tuple(k for k in st.chat_skip if k not in st.skip))
+    view = type(task)(replace(task.spec, generation=gen, selftest=st), task.impl, task.source)
+    if hasattr(task.impl, "chat_extract"):
+        view._extract = task.impl.chat_extract
+    view._rows = task._rows
+    view._chat_view = view  # the view is its own chat view
+    return view
+
+
+__all__ = ["ROLES", "ChatSpec", "Message", "Prompt", "Role", "as_messages", "chat_spec", "chat_view",
+           "has_chat_settings", "is_chat", "message", "task_messages"]

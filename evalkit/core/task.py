@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias, TypeVar
 
-from evalkit.core.chat import ChatSpec, Message, chat_spec, task_messages
+from evalkit.core.chat import ChatSpec, Message, chat_spec, chat_view, has_chat_settings, task_messages
 from evalkit.core.example import SPLITS, Example, as_identity, example_id, split_of
 from evalkit.core.extract import Extractor, cut_at_stop, normalize
 from evalkit.core.verdict import Verdict, as_verdict
@@ -65,6 +65,7 @@ class SelftestSpec:
 
     normalize: tuple[str, ...] = ("strip",)
     skip: tuple[str, ...] = ()
+    chat_skip: tuple[str, ...] = ()  # kinds skipped in the chat pass only (YAML selftest.chat_skip)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def task(
     identity: str | Sequence[str] | None = None,
     system: str | None = None,
     fewshot: Iterable[Sequence[str] | Mapping[str, str]] = (),
+    chat_stop: Sequence[str] | None = None,
+    chat_max_new_tokens: int | None = None,
 ) -> Callable[[_T], _T]:
     """Register a class (or a zero-argument factory returning an instance) as a task.
 
@@ -115,7 +118,8 @@ def task(
     `reference(ex)` (solver or stored answer: the output a perfect model would write),
     `extract(output)` (default: cut at the first stop string, strip), `chat(ex)` (the chat form: the user
     message's text, or the whole list of messages; default: the prompt as the user message),
-    and for the self-test `solutions(ex, rng)`, `second_opinion(ex, answer)`, `equivalent(ex, reference, candidate)`.
+    `chat_extract(output)` (chat mode's; default: `extract`), and for the self-test `solutions(ex, rng)`,
+    `chat_solutions(ex, rng)`, `second_opinion(ex, answer)`, `equivalent(ex, reference, candidate)`.
 
     Args:
         name: the task's name (default: the class name in snake case).
@@ -124,7 +128,7 @@ def task(
         levels: the difficulty levels `generate` accepts.
         default_level: the level used when none is asked for (default: the middle one).
         tags: for selection by tag.
-        max_new_tokens, stop: generation settings.
+        max_new_tokens, stop: generation settings; chat_stop, chat_max_new_tokens: in chat mode (`for_chat`).
         eval_fraction: share of the example space in the eval split (default 0.5 for
             generators, 1.0 for data rows).
         equivalent: normalisations under which the self-test treats an answer as the reference.
@@ -132,7 +136,7 @@ def task(
         identity: the fields that define an example (its id, split, dedup), e.g. ("question",); default all.
         system, fewshot: the chat form's system message and (user, assistant) turns before the question.
     """
-    chat = chat_spec(system, fewshot)
+    chat = chat_spec(system, fewshot, chat_stop, chat_max_new_tokens)
 
     def decorate(obj: _T) -> _T:
         spec = TaskSpec(
@@ -186,6 +190,7 @@ class Task:
             impl.extract if hasattr(impl, "extract") else self._default_extract
         )
         self._rows: list[Example] | None = None
+        self._chat_view: Task | None = None
 
     @classmethod
     def from_decorated(cls, obj: Any, source: str | None = None) -> Task:
@@ -314,6 +319,11 @@ class Task:
 
     def extract(self, output: str) -> str:
         return self._extract(output)
+
+    def for_chat(self) -> Task:
+        """This task as chat-mode runs use it (`evalkit.core.chat.chat_view`); itself without chat settings."""
+        self._chat_view = self._chat_view or (chat_view(self) if has_chat_settings(self) else self)
+        return self._chat_view
 
     def messages(self, ex: Example) -> list[Message]:
         """The chat form of `ex`'s prompt, what chat-mode runs send (`evalkit.core.chat.task_messages`)."""

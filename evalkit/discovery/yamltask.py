@@ -12,6 +12,9 @@
       system: "You extract data. Answer with JSON only."
       user: "{text}"                  # a template like prompt (default: the prompt)
       fewshot: [{user: "Bo is 3.", assistant: '{"name": "Bo", "age": 3}'}]
+      stop: []                        # chat-mode runs: stop strings, token budget and extraction
+      max_new_tokens: 128             #   (default: generation's and extract)
+      extract: json
 
 The file is validated against the JSON Schema shipped in evalkit/schemas/task.schema.json;
 every error names the file, the field path and what was expected.
@@ -109,6 +112,18 @@ class YamlTask:
             self._extract = make_extractor(spec.get("extract", "strip"))
         except Exception as exc:  # noqa: BLE001 - a bad regex etc.
             raise ConfigError(f"bad extractor: {exc}", file=file, field="extract") from None
+        chat = spec.get("chat") or {}
+        if "stop" in chat or "extract" in chat:
+            chat_stop = tuple(chat.get("stop", self.stop))
+            try:
+                chat_extractor = make_extractor(chat.get("extract", spec.get("extract", "strip")))
+            except Exception as exc:  # noqa: BLE001 - a bad regex etc.
+                raise ConfigError(f"bad extractor: {exc}", file=file, field="chat.extract") from None
+            # Only tasks that read chat-mode output their own way have it (Task.for_chat).
+            self.chat_extract = lambda output: chat_extractor(cut_at_stop(output, chat_stop))
+        self.chat_solution_templates = list(spec.get("selftest", {}).get("chat_solutions", []))
+        if self.chat_solution_templates:
+            self.chat_solutions = lambda ex, rng: [render(t, dict(ex.fields)) for t in self.chat_solution_templates]
         check_spec = spec["check"]
         try:
             self._check = checkers.make(check_spec)
@@ -124,6 +139,8 @@ class YamlTask:
             needed += template_fields(self.reference_template, file, "reference")
         if self.user_template is not None:
             needed += template_fields(self.user_template, file, "chat.user")
+        for i, template in enumerate(self.chat_solution_templates):
+            needed += template_fields(template, file, f"selftest.chat_solutions.{i}")
         if self.level_field:
             needed.append(self.level_field)
         for i, row in enumerate(self._rows, 1):
@@ -199,9 +216,11 @@ def load_yaml_task(file: Path) -> Task:
         description=spec.get("description", ""),
         generation=GenerationConfig(max_new_tokens=gen.get("max_new_tokens"), stop=tuple(gen.get("stop", ["\n"]))),
         eval_fraction=spec.get("eval_fraction", 1.0),
-        selftest=SelftestSpec(tuple(st.get("normalize", ["strip"])), tuple(st.get("skip", []))),
+        selftest=SelftestSpec(tuple(st.get("normalize", ["strip"])), tuple(st.get("skip", [])),
+                              tuple(st.get("chat_skip", []))),
         identity=impl.identity,
-        chat=ChatSpec(chat.get("system"), tuple((t["user"], t["assistant"]) for t in chat.get("fewshot", [])))
-        if "system" in chat or chat.get("fewshot") else None,
+        chat=ChatSpec(chat.get("system"), tuple((t["user"], t["assistant"]) for t in chat.get("fewshot", [])),
+                      tuple(chat["stop"]) if "stop" in chat else None, chat.get("max_new_tokens"))
+        if {"system", "stop", "max_new_tokens"} & set(chat) or chat.get("fewshot") else None,
     )
     return Task(task_spec, impl, source=str(file))

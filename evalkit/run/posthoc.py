@@ -55,6 +55,8 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     for name, ex_id, i in old_order:
         entry = dict(by_id[(name, ex_id, i)])
         task = registry_tasks[name]
+        if entry["generation"].get("chat"):
+            task = task.for_chat()  # chat-mode outputs are read as chat-mode runs read them
         stored = entry["example"]
         ex = task.example(stored["fields"], stored.get("level"))
         ex = replace(ex, split=stored["split"], prompt=stored["prompt"])

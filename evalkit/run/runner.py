@@ -170,6 +170,8 @@ def evaluate(
     if not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {top_p}", field="top_p")
     task_list = load_tasks(tasks, tasks_dir=tasks_dir)
+    if chat:  # the chat stop strings, token budget and extraction, where a task has them
+        task_list = [t.for_chat() for t in task_list]
     if not task_list:
         raise NothingToRun("no tasks to evaluate")
     backend = _make_backend(model, tokenizer, backend, model_spec, batch_size)
