@@ -91,6 +91,7 @@ FIXTURES: dict[tuple[str, str], Fixture] = {
         "tasks/capitals.yaml": block_with("name: capitals"),
         "tasks/data/capitals.jsonl": CAPITALS,
     }),
+    ("docs/PACKS.md", 'evalkit.load_tasks(["rg:graph_color"'): Fixture(),  # needs evalkit[reasoning-gym]
 }
 
 

@@ -14,6 +14,7 @@ import importlib.util
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from evalkit.core.task import TASK_MARKER, Task, TaskLike, as_task, describe
 from evalkit.errors import ConfigError, PluginImportError, UnknownTaskError
+from evalkit.packs import get_pack, pack_prefix
 
 ENTRY_POINT_GROUP = "evalkit.tasks"
 _SKIP_DIRS = {"data", "__pycache__"}
@@ -159,7 +161,11 @@ def same_source(a: Task, b: Task) -> bool:
 
 
 class Registry:
-    """The tasks found, by name. Tasks may be given as Task objects or @task-decorated classes."""
+    """The tasks found, by name. Tasks may be given as Task objects or @task-decorated classes.
+
+    Names with a pack's prefix (`rg:graph_color`, `'rg:*'`: evalkit.packs) are looked up in that pack,
+    on request only: `names()`, iteration and the pattern `*` cover the tasks found here, not the packs.
+    """
 
     def __init__(self, tasks: Iterable[TaskLike] = ()):
         self._tasks: dict[str, Task] = {}
@@ -187,12 +193,23 @@ class Registry:
         return len(self._tasks)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._tasks
+        if name in self._tasks:
+            return True
+        prefix = pack_prefix(name)
+        if prefix is None:
+            return False
+        try:
+            return name in get_pack(prefix).names()
+        except ConfigError:  # the pack's library is not installed
+            return False
 
     def get(self, name: str) -> Task:
         """The task called `name`; UnknownTaskError with close matches otherwise."""
         if name in self._tasks:
             return self._tasks[name]
+        prefix = pack_prefix(name)
+        if prefix is not None:
+            return get_pack(prefix).task(name)
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         known = f" Known tasks: {', '.join(self.names())}." if self._tasks else " No tasks were found."
@@ -218,6 +235,8 @@ class Registry:
                 if not hits:
                     all_tags = sorted({g for t in self for g in t.tags})
                     raise UnknownTaskError(f"no task has tag {tag!r}; tags in use: {', '.join(all_tags) or 'none'}")
+            elif any(ch in pattern for ch in "*?[") and pack_prefix(pattern):
+                hits = self._select_pack(pattern)
             elif any(ch in pattern for ch in "*?["):
                 hits = [t for t in self if fnmatch.fnmatchcase(t.name, pattern)]
                 if not hits and patterns:
@@ -230,6 +249,24 @@ class Registry:
         for tag in tags:
             selected = [t for t in selected if tag in t.tags]
         return selected
+
+    def _select_pack(self, pattern: str) -> list[Task]:
+        """The tasks of a pack (and any found here) whose names match a glob with the pack's prefix."""
+        pack = get_pack(pack_prefix(pattern) or "")
+        for name, why in pack.unavailable().items():
+            if fnmatch.fnmatchcase(name, pattern):  # reported, never skipped silently
+                warnings.warn(f"task {name!r} is not offered: {why}", stacklevel=3)
+        hits = [t for t in self if fnmatch.fnmatchcase(t.name, pattern)]
+        for name in pack.names():
+            if fnmatch.fnmatchcase(name, pattern) and name not in self._tasks:
+                try:
+                    hits.append(pack.task(name))
+                except ConfigError as exc:  # one dataset its library cannot build: reported, the others run
+                    warnings.warn(str(exc), stacklevel=3)
+        if not hits:
+            raise UnknownTaskError(f"no task matches {pattern!r}; the {pack.prefix}: pack has {len(pack.names())} "
+                                   f"tasks (evalkit tasks '{pack.prefix}:*' lists them)")
+        return sorted(hits, key=lambda t: t.name)
 
 
 def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_to_bundled: bool = False) -> Registry:
