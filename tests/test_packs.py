@@ -171,7 +171,8 @@ def test_rush_hour_gets_shortest_references_and_a_strict_second_opinion():
 
 def test_an_entry_upstream_cannot_make_is_warned_about_and_replaced():
     task = rg("tsumego")  # its generator gives up on some boards
-    with pytest.warns(UserWarning, match=r"rg:tsumego level 2: an entry failed \(RuntimeError: .*\) in reasoning-gym; another is drawn"):
+    drawn = r"rg:tsumego level 2: an entry failed \(RuntimeError: .*\) in reasoning-gym; another is drawn"
+    with pytest.warns(UserWarning, match=drawn):
         examples = task.examples("eval", n=20, level=2, seed=0)
     assert len(examples) == 20 and task.impl.failures[2] >= 1
 
