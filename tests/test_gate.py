@@ -85,9 +85,9 @@ def test_errors_above_tolerance_fail(tmp_path):
             return verdict(True)
 
     record = evaluate(tasks=[Task.from_decorated(Fragile)], backend=PythonCallableBackend(crashy))
-    result = judge(record, GateConfig({"fragile": Rule(max_error_rate=0.2)}))
+    result = judge(record, GateConfig({"fragile": Rule(max_error_rate=0.2)}), [Fragile])
     assert result.exit_code is ExitCode.FAILED and "4 errors" in outcome(result, "fragile").reasons[0]
-    assert judge(record, GateConfig({"fragile": Rule(max_error_rate=0.5)})).passed
+    assert judge(record, GateConfig({"fragile": Rule(max_error_rate=0.5)}), [Fragile]).passed
 
 
 def test_no_threshold_is_a_configuration_failure():
@@ -105,7 +105,7 @@ def test_no_threshold_is_a_configuration_failure():
             return verdict(True)
 
     record = evaluate(tasks=[Task.from_decorated(Untargeted)], backend=PythonCallableBackend(lambda p: "a"))
-    result = judge(record, GateConfig({"untargeted": Rule()}))
+    result = judge(record, GateConfig({"untargeted": Rule()}), [Untargeted])
     assert result.exit_code is ExitCode.USAGE and "no threshold" in outcome(result, "untargeted").reasons[0]
 
 

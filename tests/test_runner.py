@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, TASKS
 
 from evalkit import NothingToRun, as_task, task, verdict
-from evalkit.discovery.registry import discover, load_path
+from evalkit.discovery.registry import Registry, discover, load_path
 from evalkit.models.base import GenerationStats
 from evalkit.models.oracle import OracleBackend
 from evalkit.models.python import PythonCallableBackend
@@ -31,7 +31,7 @@ ADDITION = load_path(TASKS / "addition.py")[0]
 
 def _strip_volatile(record_dict: dict) -> dict:
     d = json.loads(json.dumps(record_dict))
-    for key in ("created_at", "finished_at", "timings", "environment"):
+    for key in ("created_at", "finished_at", "timings", "environment", "journal"):
         d.pop(key, None)
     for t in d["tasks"]:
         t.pop("timings")
@@ -189,8 +189,9 @@ def test_sigkill_mid_run_then_same_command_finishes_identically(tmp_path, run_cl
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "SLOW_ADDER_DELAY": "0.01", "COLUMNS": "200"}
     args = [sys.executable, "-m", "evalkit", "run", "--model", "python:helpers.slow_model:slow_adder",
             "--task", "addition", "-n", "320", "--batch-size", "4", "--tasks-dir", str(TASKS)]
-    # Uninterrupted reference run.
-    subprocess.run(args + ["--reports-dir", str(tmp_path / "a")], env=env, check=True, capture_output=True)
+    # Uninterrupted reference run: the adder is right on even sums only, so it misses addition's target (exit 1).
+    ref = subprocess.run(args + ["--reports-dir", str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 1, ref.stderr
     # Killed run: SIGKILL once some (not all) samples are journaled.
     proc = subprocess.Popen(args + ["--reports-dir", str(tmp_path / "b")], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -206,7 +207,7 @@ def test_sigkill_mid_run_then_same_command_finishes_identically(tmp_path, run_cl
     assert not (journal.parent / "record.json").exists()
     out = subprocess.run(args + ["--reports-dir", str(tmp_path / "b")], env=env, capture_output=True, text=True,
                          check=False)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # finished, and the same verdict: the target is missed
     a = load_record(next((tmp_path / "a").iterdir()))
     b = load_record(journal.parent)
     assert a.run_id == b.run_id
@@ -314,3 +315,104 @@ def test_optional_backend_capabilities_are_used():
     longest = max(len(e.reference or "") for e in examples)
     assert size_max_new_tokens(t, examples, OracleBackend()) == longest + max(4, longest // 4) + 1
     assert environment(_Counting())["device"] == "meta" and environment(OracleBackend())["device"] is None
+
+
+# -- durability: every batch on disk before the next is asked for ------------------------------------------------
+class _Watching:
+    """A batched python model that notes, at each call, how many prompts it got and how many journal lines
+    were already on disk; `delay` seconds per prompt."""
+
+    def __init__(self, journal: Path | None, delay: float = 0.0):
+        self.journal, self.delay, self.calls = journal, delay, []
+
+    def __call__(self, prompts, config):
+        on_disk = len(self.journal.read_bytes().splitlines()) if self.journal and self.journal.exists() else 0
+        self.calls.append((len(prompts), on_disk))
+        time.sleep(self.delay * len(prompts))
+        return [adder(p) for p in prompts]
+
+
+def test_each_batch_is_on_disk_before_the_next_is_asked_for(tmp_path):
+    model = _Watching(tmp_path / "run" / "journal.jsonl")
+    evaluate(tasks=[ADDITION], backend=PythonCallableBackend(model, identity="python:watching"), n=100,
+             batch_size=16, run_dir=tmp_path / "run")
+    sizes = [size for size, _ in model.calls]
+    assert sum(sizes) == 100 and max(sizes) <= 16 and sizes[0] == 8  # a first small batch, then --batch-size
+    assert [on_disk for _, on_disk in model.calls] == [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def test_a_slow_backends_batches_shrink_to_a_few_seconds(tmp_path, monkeypatch):
+    from evalkit.run import batching
+
+    monkeypatch.setattr(batching, "FLUSH_S", 0.2)
+    model = _Watching(None, delay=0.05)  # 0.05 s a prompt (or more, on a busy machine): 4 prompts fill 0.2 s
+    evaluate(tasks=[ADDITION], backend=PythonCallableBackend(model, identity="python:slow"), n=40, batch_size=64,
+             run_dir=tmp_path / "run")
+    sizes = [size for size, _ in model.calls]
+    assert sizes[0] == 8 and sum(sizes) == 40 and max(sizes[1:]) <= 4
+    model = _Watching(None)  # in memory (nothing journaled): large batches, as the training loop wants
+    evaluate(tasks=[ADDITION], backend=PythonCallableBackend(model, identity="python:fast"), n=100, batch_size=16)
+    assert [size for size, _ in model.calls] == [64, 36]
+
+
+# -- journal keys: everything an output depends on; rescore never mixes configurations ---------------------------
+def test_rescore_uses_only_the_records_own_configuration(tmp_path, run_cli):
+    from helpers.fault_models import by_budget  # right with >= 10 new tokens, "0" with fewer
+
+    backend = PythonCallableBackend(by_budget, identity="python:by_budget")
+    run = tmp_path / "shared"
+    short = evaluate(tasks=[ADDITION], backend=backend, n=30, max_new_tokens=5, run_dir=run)
+    evaluate(tasks=[ADDITION], backend=backend, n=30, max_new_tokens=12, run_dir=run)  # same folder, other outputs
+    again = evaluate(tasks=[ADDITION], backend=backend, n=30, max_new_tokens=5, run_dir=run)  # resumed: short's record
+    assert short.rate("addition") == again.rate("addition") == 0.0 and again.data["journal"]["resumed"] == 30
+    rescored = rescore(run, registry=discover([TASKS], entry_points=False))
+    assert rescored.rate("addition") == 0.0  # not the 12-token run's right answers
+    assert rescored.data["journal"]["rescored"] == 30 and rescored.data["journal"]["other_configurations"] == 30
+
+    journal = run / "journal.jsonl"  # keep only the 12-token outputs: the record's own are gone
+    kept = [line for line in journal.read_text().splitlines() if json.loads(line)["generation"]["max_new_tokens"] == 12]
+    journal.write_text("\n".join(kept) + "\n")
+    out = run_cli("rescore", str(run), "--tasks-dir", str(TASKS))
+    assert out.returncode == 2, out.stderr
+    message = " ".join(out.stderr.split())
+    assert "the journal holds 0 of the record's 30 samples for its configuration" in message
+    assert '"max_new_tokens": 5' in message and "30 outputs for the same samples were made under other " \
+        "configurations" in message and '"max_new_tokens": 12' in message and "Traceback" not in out.stderr
+    assert load_record(run).rate("addition") == 0.0  # the record is left as it was
+
+
+def test_chat_wording_is_part_of_the_key(tmp_path):
+    def make(system: str):
+        @task(name="sum_chat", version=1, max_new_tokens=8, system=system)
+        class SumChat:
+            def rows(self):
+                return [{"a": i, "b": 2 * i} for i in range(6)]
+
+            def prompt(self, ex):
+                return f"{ex['a']}+{ex['b']}="
+
+            def reference(self, ex):
+                return str(ex["a"] + ex["b"])
+
+            def check(self, ex, answer):
+                return verdict(answer == self.reference(ex))
+
+        return SumChat
+
+    seen: list[list[dict]] = []
+
+    def chatbot(messages):
+        seen.append(messages)
+        a, b = messages[-1]["content"].rstrip("=").split("+")
+        return str(int(a) + int(b))
+
+    backend = PythonCallableBackend(chatbot, identity="python:chatbot")
+    first = evaluate(tasks=[make("Add.")], backend=backend, n=None, chat=True, run_dir=tmp_path / "run")
+    assert len(seen) == 6
+    evaluate(tasks=[make("Add.")], backend=backend, n=None, chat=True, run_dir=tmp_path / "run")
+    assert len(seen) == 6  # the same wording resumes
+    reworded = evaluate(tasks=[make("Add the numbers.")], backend=backend, n=None, chat=True, run_dir=tmp_path / "run")
+    assert len(seen) == 12 and seen[-1][0]["content"] == "Add the numbers."  # same version, new wording: asked again
+    assert reworded.data["journal"]["resumed"] == 0 and first.data["journal"]["generated"] == 6
+    rescored = rescore(tmp_path / "run", registry=Registry([make("Add the numbers.")]))
+    assert rescored.rate("sum_chat") == 1.0 and rescored.data["journal"]["rescored"] == 6

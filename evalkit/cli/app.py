@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -33,6 +35,22 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (what CI runners and schedulers send) stops a command as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chat mode: prompt with each task's chat form (system, few-shot turns, question), rendered "
                         "by the model's chat template (hf, lmeval) or sent as messages (openai chat completions)")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--request-timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                   help="openai: seconds one request may take in all (connecting, the whole answer, retries); past "
+                        "it the run stops with exit 3, its finished batches saved (default 120)")
     p.add_argument("--check-timeout", type=float, default=30.0, help="seconds per check before TIMEOUT")
     p.add_argument("--reports-dir", help="default: [tool.evalkit] reports, else ./reports")
     p.add_argument("--run-id", help="run folder name (default: derived from model and settings, so the "
@@ -140,9 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="with --model: chat mode (as `evalkit run --chat`; "
                                                         "default: the config's run.chat)")
     p.add_argument("--device")
+    p.add_argument("--request-timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                   help="with --model openai:URL: seconds one request may take in all (default 120)")
     p.add_argument("--reports-dir")
     p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
     p.add_argument("--markdown", metavar="FILE", help="write the gate's result as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--allow-version-mismatch", action="store_true",
+                   help="judge a record made with another version of a task than the one installed here (default: "
+                        "such a task fails, as does one not installed)")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("export", parents=[common], help="write tasks in another harness's format (lm-eval)")
@@ -196,13 +222,21 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `evalkit` console script: runs the command and exits with its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers are set there only
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    previous = {sig: h for sig, h in handlers.items() if h is not None}  # None: set outside Python, left alone
+    if in_main:
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         code = int(args.func(args))
     except EvalkitError as exc:
         make_console(stderr=True).print(safe_text(f"error: {exc}", 2000, style="red"))
         code = int(exc.exit_code)
-    except KeyboardInterrupt:
-        make_console(stderr=True).print("interrupted", style="yellow")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM; a journaled run says what it saved
+        for sig in previous:  # a second one does not cut this message short
+            signal.signal(sig, signal.SIG_IGN)
+        make_console(stderr=True).print(safe_text(f"interrupted: {exc}" if str(exc) else "interrupted", 2000,
+                                                  style="yellow"))
         code = int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if os.environ.get("EVALKIT_DEBUG"):
@@ -211,4 +245,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             f"internal error: {type(exc).__name__}: {exc} (set EVALKIT_DEBUG=1 for the traceback)", 2000,
             style="red"))
         code = int(ExitCode.INTERNAL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     sys.exit(code)

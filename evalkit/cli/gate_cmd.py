@@ -1,4 +1,8 @@
-"""`evalkit gate`: judge an existing run, or a fresh run of --model, against the gate's rules."""
+"""`evalkit gate`: judge an existing run, or a fresh run of --model, against the gate's rules.
+
+The record's task versions are checked against the tasks installed here (the task folders, --tasks-dir and
+entry points); `--allow-version-mismatch` skips that check.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
+from rich.text import Text
 
 from evalkit._text import safe_text
 from evalkit.cli.common import load_registry, make_console, progress_display
@@ -14,6 +19,8 @@ from evalkit.config import ProjectConfig, load_config
 from evalkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from evalkit.core.task import Task
+    from evalkit.discovery.registry import Registry
     from evalkit.gate import GateConfig, GateResult
     from evalkit.run.record import RunRecord
 
@@ -28,15 +35,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
     gate_config = None
     if args.config or config.raw.get("gate"):
         gate_config = load_gate(Path(args.config) if args.config else None, config.raw.get("gate"), config.pyproject)
+    installed: Registry | list[Task] | dict[str, int]
     if args.run:
         from evalkit.run.record import load_record
 
         record = load_record(Path(args.run))
+        installed = {} if args.allow_version_mismatch else load_registry(args)
     else:
-        record = _evaluate_model(args, gate_config, config)
+        record, installed = _evaluate_model(args, gate_config, config)
     if gate_config is None:
         gate_config = default_config_for(record)
-    result = judge(record, gate_config)
+    result = judge(record, gate_config, installed, allow_version_mismatch=args.allow_version_mismatch)
     _print_result(result)
     if args.junit:
         Path(args.junit).write_text(to_junit(result), encoding="utf-8")
@@ -45,8 +54,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None, config: ProjectConfig) -> RunRecord:
-    """`gate --model`: run the gated tasks (the config's, else --task) with the config's run settings."""
+def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None,
+                    config: ProjectConfig) -> tuple[RunRecord, list[Task]]:
+    """`gate --model`: run the gated tasks (the config's, else --task) with the config's run settings; the record
+    and the tasks it was made with (installed here, so their versions are the record's)."""
     from evalkit.models.spec import load_backend
     from evalkit.run.runner import evaluate
 
@@ -61,26 +72,29 @@ def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None, co
         tasks = registry.select(names)
     run = gate_config.run if gate_config else {}
     console = make_console(stderr=True)
-    backend = load_backend(args.model, device=args.device, batch_size=run.get("batch_size", 64))
+    backend = load_backend(args.model, device=args.device, batch_size=run.get("batch_size", 64),
+                           request_timeout=getattr(args, "request_timeout", None))
     progress, update = progress_display(console)
     with progress:
-        return evaluate(tasks=tasks, backend=backend, model_spec=args.model,
+        record = evaluate(tasks=tasks, backend=backend, model_spec=args.model,
                         n=args.n or run.get("n", 200), seed=run.get("seed", 0), k=run.get("k", 1),
                         temperature=run.get("temperature", 0.0), level=run.get("level"),
                         batch_size=run.get("batch_size", 64), chat=args.chat or run.get("chat", False),
                         reports_dir=Path(args.reports_dir) if args.reports_dir else config.reports,
                         progress=update)
+    return record, tasks
 
 
 def _print_result(result: GateResult) -> None:
     """The verdict table (why each task passed or failed) and the overall line, on standard output."""
     out = make_console()
-    table = Table(title=f"gate on run {result.run_id} (rules: {result.source})", title_justify="left")
+    table = Table(title=safe_text(f"gate on run {result.run_id} (rules: {result.source})", 1000),
+                  title_justify="left")
     for col in ("task", "result", "why"):
         table.add_column(col, overflow="fold", no_wrap=col != "why")
     for o in result.outcomes:
-        label = "[green]PASS" if o.passed else f"[red]FAIL[/] (exit {int(o.code)})"
-        table.add_row(o.task, label, safe_text("; ".join(o.reasons)))
+        label = Text("PASS", style="green") if o.passed else Text.assemble(("FAIL", "red"), f" (exit {int(o.code)})")
+        table.add_row(safe_text(o.task, 200), label, safe_text("; ".join(o.reasons), 2000))
     out.print(table)
     verdict = "[green]gate passed" if result.passed else f"[red]gate FAILED[/] (exit {int(result.exit_code)})"
     out.print(verdict)

@@ -6,12 +6,19 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from evalkit._text import safe_text
 from evalkit.cli.common import load_registry, make_console, progress_display, write_rendered
 from evalkit.config import load_config
 from evalkit.errors import ConfigError, ExitCode, NothingToRun
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from evalkit.run.record import RunRecord
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -28,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = make_console(stderr=True)
     with console.status(f"loading {args.model}…"):
         backend = load_backend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                               model_name=args.model_name, concurrency=args.concurrency)
+                               model_name=args.model_name, concurrency=args.concurrency,
+                               request_timeout=args.request_timeout)
     run_dir = None
     if args.fresh or args.run_id:
         from evalkit.run.runner import run_id_for
@@ -41,13 +49,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                           temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
                           reports_dir=reports, progress=update, check_timeout=args.check_timeout, chat=args.chat)
+    _say_journal(record, console)
     write_rendered(record)
     out = make_console()
     render_terminal(record, out, verbosity=args.verbose - args.quiet)
     assert record.path is not None  # evaluate() with a reports folder always saves the record
     out.print(f"record: {record.path / 'record.json'}  ·  report: {record.path / 'report.html'}",
               highlight=False, soft_wrap=True)
-    return ExitCode.OK
+    missed = [t for t in record.tasks if t.get("meets_target") is False]  # a task without a target misses nothing
+    for t in missed:
+        out.print(safe_text(f"target missed: {t['name']}: pass rate {t['rate']:.1%} < target {t['target']:.1%} "
+                            f"(n={t['n_samples']})", 400, style="red"), soft_wrap=True)
+    return ExitCode.FAILED if missed else ExitCode.OK
+
+
+def _say_journal(record: RunRecord, console: Console) -> None:
+    """What the run (or rescore) did with its journal: resumed, generated, failed, unreadable lines dropped."""
+    from evalkit.run.batching import describe_journal
+
+    if record.data.get("journal"):
+        console.print(safe_text(describe_journal(record.data["journal"]), 1000), soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -76,6 +97,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     registry = load_registry(args)
     record = rescore(Path(args.run), registry=registry, check_timeout=args.check_timeout)
+    _say_journal(record, make_console(stderr=True))
     write_rendered(record)
     out = make_console()
     render_terminal(record, out, verbosity=-1)

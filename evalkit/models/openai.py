@@ -13,9 +13,16 @@ it. At most four stop strings (OpenAI's limit) are sent, and never a whitespace-
 ("\n"): a server would cut an answer that opens with a newline to nothing, where evalkit's
 rule is that leading whitespace never ends an answer (`cut_at_stop`), so those apply here.
 
-Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and
-jitter (honouring a numeric `Retry-After`); other 4xx answers fail at once. Both end in a
-`BackendError` that names the URL and the last error; the API key never appears in one.
+Every request has an overall deadline, `timeout` (the CLI's `--request-timeout`, 120 s): connecting,
+waiting, reading the whole answer and any retries must fit in it, so a server that trickles its
+answer a byte at a time cannot hold a run (`evalkit.models.deadline`); past it the request fails
+with a `BackendError` and the run stops (exit 3), its completed batches saved. Connection errors,
+HTTP 429 and 5xx are retried with exponential backoff and jitter (honouring a numeric
+`Retry-After`) while the deadline allows; other 4xx answers fail at once. Both end in a
+`BackendError` that names the URL and the last error; the API key never appears in one. A
+malformed answer (not JSON, or without the completion's text) is retried the same way; one that
+stays malformed fails only its own sample: it is returned as a `FailedOutput`, which the runner
+records as an ERROR verdict (and generates again when the run is resumed), keeping the rest.
 """
 
 from __future__ import annotations
@@ -24,12 +31,10 @@ import http.client
 import json
 import os
 import random
-import socket
 import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +42,8 @@ from evalkit.core.chat import as_messages
 from evalkit.core.extract import cut_at_stop
 from evalkit.errors import EvalkitError, ExitCode
 from evalkit.models.base import GenerationStats, check_generate_args
+from evalkit.models.deadline import Canceller, DeadlineExceeded, build_opener, fetch
+from evalkit.models.failed import FailedOutput
 
 if TYPE_CHECKING:
     from evalkit.core.chat import Prompt
@@ -48,6 +55,8 @@ MAX_STOP = 4
 _MESSAGE_CHARS = 300
 #: Longest wait a server's Retry-After header may impose between two attempts.
 _MAX_RETRY_AFTER = 60.0
+#: Seconds a request may take in all, retries included (`--request-timeout`).
+DEFAULT_TIMEOUT = 120.0
 #: Failures worth another attempt: refused/reset connections, timeouts and URLError are
 #: all OSErrors; HTTPException covers answers cut short (RemoteDisconnected, IncompleteRead).
 _RETRYABLE_EXC = (OSError, http.client.HTTPException)
@@ -74,6 +83,10 @@ class _Retryable(Exception):
     def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.status, self.retry_after = status, retry_after
+
+
+class _Malformed(_Retryable):
+    """An answer that is not the JSON expected (retried; in the end, its sample's failure)."""
 
 
 def _normalize_base(base_url: str) -> str:
@@ -118,8 +131,9 @@ class OpenAIBackend:
         chat: send raw text prompts to /v1/chat/completions too, as one user message, instead of
             /v1/completions. Chat messages (a chat-mode run's prompts) always go there.
         concurrency: requests in flight at once.
-        timeout: seconds per request for connecting and for each read of the answer.
-        max_retries: retries after the first attempt of a request.
+        timeout: the deadline of each request in seconds: connecting, waiting, reading the whole
+            answer and any retries (see the module's doc).
+        max_retries: retries after the first attempt of a request (as the deadline allows).
         backoff: seconds before the first retry; doubled for each further one, plus up to
             25 % jitter.
 
@@ -129,7 +143,7 @@ class OpenAIBackend:
     """
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
-                 chat: bool = False, concurrency: int = 8, timeout: float = 60.0,
+                 chat: bool = False, concurrency: int = 8, timeout: float = DEFAULT_TIMEOUT,
                  max_retries: int = 4, backoff: float = 0.5):
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -146,7 +160,7 @@ class OpenAIBackend:
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         self._model = model
         self._model_lock = threading.Lock()
-        self._opener = urllib.request.build_opener()  # honours *_proxy / no_proxy like curl
+        self._opener = build_opener()  # urllib's: honours *_proxy / no_proxy like curl
         self._stats = GenerationStats()
 
     def __repr__(self) -> str:  # never shows the key
@@ -173,7 +187,7 @@ class OpenAIBackend:
 
     def _discover_model(self) -> str:
         url = f"{self.base_url}/v1/models"
-        data = self._request("GET", url, None, threading.Event())
+        data = self._request("GET", url, None, threading.Event(), Canceller())
         models = data.get("data") if isinstance(data, dict) else None
         ids = [m.get("id") for m in models or [] if isinstance(m, dict) and m.get("id")]
         if not ids:
@@ -186,9 +200,12 @@ class OpenAIBackend:
                  num_samples: int = 1) -> list[list[str]]:
         """See `ModelBackend.generate`.
 
+        An answer that stays malformed after the retries is that sample's `FailedOutput`.
+
         Raises:
             ValueError: when `config.max_new_tokens` is None or < 1, or num_samples < 1.
-            BackendError: when a request fails for good (after retries where retrying helps).
+            BackendError: when a request fails for good (after retries where retrying helps, within
+                its deadline); the call's other requests are ended at once.
         """
         check_generate_args(config, num_samples)
         start = time.perf_counter()
@@ -199,6 +216,7 @@ class OpenAIBackend:
         jobs = [(p, s) for p in range(len(prompts)) for s in range(per_prompt)]
         stop = list(dict.fromkeys(s for s in config.stop if s.strip()))[:MAX_STOP]  # see the module's doc
         abort = threading.Event()  # set on the first failure: queued retries give up early
+        canceller = Canceller()  # and requests in flight end (also on Ctrl-C)
 
         def one(job: tuple[int, int]) -> tuple[str, int, int]:
             p, s = job
@@ -216,7 +234,8 @@ class OpenAIBackend:
             if stop:
                 body["stop"] = stop
             url = f"{self.base_url}/v1/chat/completions" if chat else f"{self.base_url}/v1/completions"
-            return self._parse(self._request("POST", url, body, abort), url, chat)
+            answer = self._request("POST", url, body, abort, canceller, lambda data: self._parse(data, url, chat))
+            return (answer, 0, 0) if isinstance(answer, FailedOutput) else answer
 
         results: list[tuple[str, int, int]] = [("", 0, 0)] * len(jobs)
         if jobs:
@@ -233,11 +252,12 @@ class OpenAIBackend:
                     results[i] = f.result()
             finally:
                 abort.set()
+                canceller.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
 
         out: list[list[str]] = [[] for _ in prompts]
         for (p, _), (text, _, _) in zip(jobs, results):
-            out[p].append(cut_at_stop(text, config.stop))
+            out[p].append(text if isinstance(text, FailedOutput) else cut_at_stop(text, config.stop))
         if not sampling:
             out = [row * num_samples for row in out]
         self._stats = GenerationStats(
@@ -251,35 +271,48 @@ class OpenAIBackend:
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if chat else choice["text"]
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"{url}: unexpected answer (no choices[0]."
-                               f"{'message.content' if chat else 'text'}): "
-                               f"{_short(json.dumps(data))}", url=url) from None
-        usage = data.get("usage") or {}
-        return (text or "", int(usage.get("prompt_tokens") or 0),
-                int(usage.get("completion_tokens") or 0))
+            usage = data.get("usage") or {}
+            counts = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise _Malformed(f"unexpected answer (no choices[0].{'message.content' if chat else 'text'}): "
+                             f"{_short(json.dumps(data))}") from None
+        if text is not None and not isinstance(text, str):
+            raise _Malformed(f"unexpected answer (the text is {type(text).__name__}): {_short(json.dumps(data))}")
+        return (text or "", *counts)
 
     # -- HTTP -------------------------------------------------------------------------
-    def _request(self, method: str, url: str, body: dict[str, Any] | None,
-                 abort: threading.Event) -> Any:
-        """One JSON request, retried on connection errors, timeouts, 429 and 5xx."""
-        last, status, retry_after, tries = "no attempt made", None, None, 0
+    def _request(self, method: str, url: str, body: dict[str, Any] | None, abort: threading.Event,
+                 canceller: Canceller, parse: Callable[[Any], Any] | None = None) -> Any:
+        """One JSON request by its deadline, retried on connection errors, 429, 5xx and malformed answers.
+
+        Returns `parse(answer)` (the answer itself without `parse`); with `parse`, an answer still
+        malformed after the retries is a `FailedOutput` rather than an error.
+        """
+        deadline = time.monotonic() + self.timeout
+        last, status, retry_after, tries, malformed = "no attempt made", None, None, 0, False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * random.random())
                 if retry_after is not None:
                     delay = max(delay, min(retry_after, _MAX_RETRY_AFTER))
+                if time.monotonic() + delay >= deadline:
+                    last += f" (no time for another attempt within the {self.timeout:g} s request deadline)"
+                    break
                 if abort.wait(delay):  # another request failed for good: stop trying
                     break
             tries += 1
             try:
-                return self._once(method, url, body)
+                data = self._once(method, url, body, deadline, canceller, tries, last)
+                return parse(data) if parse is not None else data
             except _Retryable as e:
-                last, status, retry_after = str(e), e.status, e.retry_after
-        raise BackendError(f"{method} {url} failed after {tries} attempt{'s' * (tries != 1)}: {last}",
-                           url=url, status=status)
+                last, status, retry_after, malformed = str(e), e.status, e.retry_after, isinstance(e, _Malformed)
+        message = f"{method} {url} failed after {tries} attempt{'s' * (tries != 1)}: {last}"
+        if malformed and parse is not None:
+            return FailedOutput(message)
+        raise BackendError(message, url=url, status=status)
 
-    def _once(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+    def _once(self, method: str, url: str, body: dict[str, Any] | None, deadline: float, canceller: Canceller,
+              tries: int, last: str) -> Any:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -289,30 +322,26 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {self._api_key}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            try:
-                message = _error_message(e.read())
-            except (OSError, http.client.HTTPException):
-                message = e.reason if isinstance(e.reason, str) else ""
-            finally:
-                e.close()
-            if e.code == 429 or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}: {message}", e.code,
-                                 _retry_after(e.headers.get("Retry-After"))) from None
-            raise BackendError(f"{method} {url}: HTTP {e.code}: {message}", url=url,
-                               status=e.code) from None
+            answer = fetch(self._opener, req, deadline, canceller)
+        except DeadlineExceeded as e:
+            if e.cancelled:
+                raise BackendError(f"{method} {url}: cancelled", url=url) from None
+            earlier = f" (attempt {tries}; before it: {last})" if tries > 1 else ""
+            raise BackendError(f"{method} {url}: no complete answer within the {self.timeout:g} s request "
+                               f"deadline (--request-timeout){earlier}", url=url) from None
         except _RETRYABLE_EXC as e:
             reason = getattr(e, "reason", None) or e
-            if isinstance(reason, (TimeoutError, socket.timeout)):
-                reason = f"timed out after {self.timeout:g} s"
             raise _Retryable(f"{type(e).__name__}: {reason}") from None
+        if answer.status >= 400:
+            message = _error_message(answer.body)
+            if answer.status == 429 or answer.status >= 500:
+                raise _Retryable(f"HTTP {answer.status}: {message}", answer.status,
+                                 _retry_after(answer.headers.get("Retry-After")))
+            raise BackendError(f"{method} {url}: HTTP {answer.status}: {message}", url=url, status=answer.status)
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise BackendError(f"{method} {url}: answer is not JSON: "
-                               f"{_short(raw.decode('utf-8', 'replace'))}", url=url) from None
+            return json.loads(answer.body)
+        except (ValueError, RecursionError):
+            raise _Malformed(f"answer is not JSON: {_short(answer.body.decode('utf-8', 'replace'))}") from None
 
 
 def _retry_after(value: str | None) -> float | None:

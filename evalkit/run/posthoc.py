@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,7 +17,7 @@ from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, score
 from evalkit.core.task import GenerationConfig
 from evalkit.errors import ConfigError
 from evalkit.run import stats
-from evalkit.run.journal import JOURNAL_FILE, read_journal
+from evalkit.run.journal import JOURNAL_FILE, load_journal, prompt_fingerprint, sample_key
 from evalkit.run.record import RunRecord, load_record, sample_row, task_result, utc_now
 
 
@@ -25,7 +26,15 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     """Re-apply the current checkers to a run's journaled outputs; generates nothing.
 
     The task's current version and reference are used; the prompts and outputs are the
-    journal's. The run's record.json and samples.jsonl are rewritten.
+    journal's. Each of the record's samples is looked up by its full journal key (`sample_key`:
+    model, task version, generation settings, seed, sample index and chat wording, all as the
+    record states them), so an output made under another configuration — another run that shared
+    the run folder, say with another `--max-new-tokens` — is never used. A sample with no output
+    for the record's configuration stops the rescore with a `ConfigError` that counts what was
+    found, and what exists only for other configurations. A sample whose generation failed keeps its
+    ERROR verdict. The run's record.json and samples.jsonl are rewritten; the record's `journal`
+    says how many samples were rescored, how many journaled outputs of other configurations were
+    ignored, and how many unreadable journal lines were dropped.
 
     Args:
         run: the run folder (or its record.json).
@@ -41,27 +50,37 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
     journal_path = folder / JOURNAL_FILE
     if not journal_path.is_file():
         raise ConfigError("run has no journal to rescore from", file=journal_path)
-    entries = {e["key"]: e for e in read_journal(journal_path)}
+    scan = load_journal(journal_path)
     names = [t["name"] for t in record.tasks]
     if registry is None:
         registry_tasks = {t.name: t for t in load_tasks(names, tasks_dir=tasks_dir)}
     else:
         registry_tasks = {name: registry.get(name) for name in names}
-    old_order = [(s["task"], s["example_id"], s["sample_index"]) for s in record.samples()]
-    by_id = {(e["task"], e["example"]["id"], e["sample_index"]): e for e in entries.values()
-             if e["model"] == record.data["model"]["identity"]}
+    rows = list(record.samples())
+    keys = [record_sample_key(record, row) for row in rows]
+    wanted = set(keys)
+    missing = [row for row, key in zip(rows, keys) if key not in scan.entries]
+    same_sample = {(row["task"], row["example_id"], row["sample_index"]) for row in rows}
+    others = [e for key, e in scan.entries.items() if key not in wanted
+              and (e["task"], e["example"]["id"], e["sample_index"]) in same_sample]
+    if missing:
+        raise ConfigError(_missing_message(record, len(rows) - len(missing), len(rows), missing, others),
+                          file=journal_path)
     samples_by_task: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
-    for name, ex_id, i in old_order:
-        entry = dict(by_id[(name, ex_id, i)])
+    for row, key in zip(rows, keys):
+        entry = dict(scan.entries[key])
+        name = row["task"]
         task = registry_tasks[name]
         if entry["generation"].get("chat"):
             task = task.for_chat()  # chat-mode outputs are read as chat-mode runs read them
         stored = entry["example"]
         ex = task.example(stored["fields"], stored.get("level"))
         ex = replace(ex, split=stored["split"], prompt=stored["prompt"])
-        sc = score(task, ex, entry["output"], timeout=check_timeout)
-        entry.update(answer=sc.answer, verdict=sc.verdict.to_dict(), example={**stored, "reference": ex.reference})
+        if "failed" not in entry:  # a sample that was never generated keeps its ERROR verdict
+            sc = score(task, ex, entry["output"], timeout=check_timeout)
+            entry.update(answer=sc.answer, verdict=sc.verdict.to_dict())
+        entry["example"] = {**stored, "reference": ex.reference}
         samples_by_task.setdefault(name, []).append(sample_row(entry))
     check_s = time.perf_counter() - start
     results, all_samples = [], []
@@ -75,9 +94,36 @@ def rescore(run: Path | str, *, tasks_dir: Sequence[Path] | None = None, check_t
         results.append(task_result(task, gen, old.get("level"), samples, timings))
         all_samples.extend(samples)
     record.data["tasks"] = results
+    record.data["journal"] = {**record.data.get("journal", {}), "file": JOURNAL_FILE, "rescored": len(rows),
+                              "other_configurations": len(others), "dropped_lines": scan.dropped}
     record.data["meta"] = {**record.data.get("meta", {}), "rescored_at": utc_now()}
     record.save(folder, samples=all_samples)
     return record
+
+
+def record_sample_key(record: RunRecord, row: dict[str, Any]) -> str:
+    """The journal key of one of a record's samples, from what the record says about its run."""
+    task = record.task(row["task"])
+    chat_form = row.get("messages")
+    return sample_key(record.data["model"]["identity"], task["name"], task["version"], row["example_id"],
+                      task["generation"], record.data["settings"]["seed"], row["sample_index"],
+                      prompt_fingerprint(chat_form) if task["generation"].get("chat") else None)
+
+
+def _missing_message(record: RunRecord, found: int, total: int, missing: list[dict[str, Any]],
+                     others: list[dict[str, Any]]) -> str:
+    """Why a record cannot be rescored: its configuration, what was found, and the other configurations."""
+    name = missing[0]["task"]
+    gen = record.task(name)["generation"]
+    text = (f"the journal holds {found} of the record's {total} samples for its configuration "
+            f"(model {record.data['model']['identity']}, seed {record.data['settings']['seed']}, task {name!r} "
+            f"version {record.task(name)['version']}, generation {json.dumps(gen, sort_keys=True)}); ")
+    if others:
+        seen = sorted({json.dumps({"seed": e["seed"], "task_version": e["task_version"], **e["generation"]},
+                                  sort_keys=True) for e in others})
+        text += (f"{len(others)} outputs for the same samples were made under other configurations "
+                 f"({'; '.join(seen[:3])}{' ...' if len(seen) > 3 else ''}) and are never used for this record; ")
+    return text + "run the evaluation again to generate the missing samples"
 
 
 def compare_records(a: RunRecord, b: RunRecord, *, alpha: float = 0.05) -> dict[str, stats.PairedComparison]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,8 +88,12 @@ class RunRecord:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part.
+
+    The file gets the permissions of any file the process creates (0666 less the umask: 0644 as a rule),
+    like the files written beside it — not tempfile's 0600.
+    """
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -102,6 +105,17 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named temporary file beside `path`, opened for writing, mode 0666 less the umask."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def utc_now() -> str:

@@ -3,10 +3,12 @@
     record = evalkit.evaluate(model=model, tokenizer=tok, tasks=["addition"], n=200)
     record.rate("addition")
 
-Every sample is journaled as its batch completes (journal.py); running the same
+Every sample is journaled (journal.py) as its batch completes, before the next batch is asked
+for; a slow backend's batches shrink to a few seconds each (batching.py). Running the same
 evaluation again into the same run folder generates only what is missing, and the final
-record equals an uninterrupted run's (timestamps aside). Sampling is seeded per row
-(seed, prompt, sample index), so batch composition never changes an output.
+record equals an uninterrupted run's (timestamps, timings and journal counts aside). Sampling is seeded per row
+(seed, prompt, sample index), so batch composition never changes an output. Ctrl-C stops a
+journaled run with `RunInterrupted`, which says how many samples are saved.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from evalkit.core.example import Example
 from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, Scored, score
 from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
 from evalkit.discovery.load import TaskRef, load_tasks
-from evalkit.errors import ConfigError, NothingToRun
+from evalkit.errors import ConfigError, EvalkitError, NothingToRun
 from evalkit.models.base import ExampleGenerator, HasDevice, ModelBackend, TokenCounter, chat_identity, missing_members
-from evalkit.run.journal import JOURNAL_FILE, Journal, sample_key
+from evalkit.models.failed import FailedOutput
+from evalkit.run.batching import BatchSizer, RunInterrupted, Tally, clean_outputs
+from evalkit.run.journal import JOURNAL_FILE, Journal, dump_line, prompt_fingerprint, sample_key
 from evalkit.run.posthoc import compare_records, rescore
 from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, sample_row, task_result, utc_now
 from evalkit.version import __version__
 
 # rescore and compare_records live in posthoc.py; callers import them from here too.
-__all__ = ["JOURNAL_FILE", "ProgressFn", "compare_records", "environment", "evaluate", "rescore", "run_id_for",
-           "size_max_new_tokens"]
+__all__ = ["JOURNAL_FILE", "ProgressFn", "RunInterrupted", "compare_records", "environment", "evaluate", "rescore",
+           "run_id_for", "size_max_new_tokens"]
 
 PARTIAL_SAMPLES = f".{SAMPLES_FILE}.partial"
 # Progress callback: (task name, examples done, examples total), called after each batch.
@@ -144,8 +148,9 @@ def evaluate(
         split, level: which examples.
         max_new_tokens: overrides every task's setting (default: the task's, else sized
             from its longest reference).
-        run_dir: journal and record folder; an existing journal there is resumed.
-            Default: `reports_dir/run_id` when `reports_dir` is given, else nothing is written.
+        run_dir: journal and record folder; an existing journal there is resumed (its unreadable
+            lines dropped and counted: the record's `journal`). Default: `reports_dir/run_id` when
+            `reports_dir` is given, else nothing is written.
         check_timeout: seconds an extraction or a check may take; past it the sample is a TIMEOUT and
             the check is ended (its worker process interrupted, or killed: `evalkit.core.checkpool`).
         check_workers: processes (threads for `contained` tasks) that check at once (default: the
@@ -161,6 +166,7 @@ def evaluate(
     Raises:
         ConfigError: bad settings. NothingToRun: no tasks or no examples. UnknownTaskError: a task
         name that matches nothing. TypeError: a `tasks` entry that is not a task.
+        RunInterrupted: Ctrl-C (a KeyboardInterrupt) during a journaled run; it says what is saved.
     """
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}", field="k")
@@ -198,25 +204,37 @@ def evaluate(
     task_results: list[dict[str, Any]] = []
     all_samples: list[dict[str, Any]] = []
     total_gen = total_check = 0.0
+    tally = Tally()
     with contextlib.ExitStack() as stack:
         journal = stack.enter_context(Journal(folder / JOURNAL_FILE)) if folder else None
+        tally.dropped_lines = journal.dropped if journal else 0
         # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
         # every sample in memory); the file is renamed into place only when the run is complete.
         sink = stack.enter_context(open(folder / PARTIAL_SAMPLES, "w", encoding="utf-8")) if folder else None
         scorer = stack.enter_context(_Scorer(task_list, workers, check_timeout))
-        for task in task_list:
-            own = (task_settings or {}).get(task.name, {})
-            result, samples = _run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed,
-                                        k=k, temperature=temperature, top_p=top_p, split=split,
-                                        level=own.get("level", level), batch_size=batch_size,
-                                        max_new_tokens=max_new_tokens, progress=progress, chat=chat)
-            task_results.append(result)
-            if sink is not None:
-                sink.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-            elif keep_samples:
-                all_samples.extend(samples)
-            total_gen += result["timings"]["generate_s"]
-            total_check += result["timings"]["check_s"]
+        try:
+            for task in task_list:
+                own = (task_settings or {}).get(task.name, {})
+                result, samples = _run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed,
+                                            k=k, temperature=temperature, top_p=top_p, split=split,
+                                            level=own.get("level", level), batch_size=batch_size,
+                                            max_new_tokens=max_new_tokens, progress=progress, chat=chat, tally=tally)
+                task_results.append(result)
+                if sink is not None:
+                    sink.writelines(dump_line(s) for s in samples)
+                elif keep_samples:
+                    all_samples.extend(samples)
+                total_gen += result["timings"]["generate_s"]
+                total_check += result["timings"]["check_s"]
+        except KeyboardInterrupt:
+            if journal is None:
+                raise
+            raise RunInterrupted(_saved(journal), journal.appended, journal.path, run_id) from None
+        except EvalkitError as exc:  # e.g. a server that stopped answering: say what is kept
+            if journal is not None and journal.appended and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]} ({_saved(journal)} samples are saved in {journal.path}; the same "
+                            "command resumes them)", *exc.args[1:])
+            raise
         if sink is not None:
             sink.flush()
             os.fsync(sink.fileno())
@@ -230,6 +248,8 @@ def evaluate(
                     "check_s": round(total_check, 4)},
         "meta": dict(meta or {}),
     }
+    if folder:
+        data["journal"] = {"file": JOURNAL_FILE, **tally.to_dict()}
     record = RunRecord(data)
     if folder:
         os.replace(folder / PARTIAL_SAMPLES, folder / SAMPLES_FILE)
@@ -238,6 +258,11 @@ def evaluate(
     elif keep_samples:
         data["samples"] = all_samples
     return record
+
+
+def _saved(journal: Journal) -> int:
+    """Samples in the journal that a rerun would use (failed ones are generated again)."""
+    return sum("failed" not in e for e in journal.entries.values())
 
 
 class _Scorer:
@@ -269,8 +294,9 @@ class _Scorer:
 
 def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, scorer: _Scorer, *,
               n: int | None, seed: int, k: int, temperature: float, top_p: float, split: str, level: int | None,
-              batch_size: int, max_new_tokens: int | None,
-              progress: ProgressFn | None, chat: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              batch_size: int, max_new_tokens: int | None, progress: ProgressFn | None, chat: bool = False,
+              tally: Tally | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    tally = tally if tally is not None else Tally()
     examples = task.examples(split, n=n, seed=seed, level=level)
     if not examples:
         raise NothingToRun(f"task {task.name!r} has no {split} examples (level {level})")
@@ -278,49 +304,63 @@ def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal
     gen = GenerationConfig(max_new_tokens=mnt, stop=task.generation.stop, temperature=temperature, top_p=top_p,
                            chat=chat)
     gen_key = gen.to_dict()
-    keys = {(ex.id, i): sample_key(identity, task.name, task.version, ex.id, gen_key, seed, i)
+    messages = {ex.id: task.messages(ex) for ex in examples} if chat else {}
+    keys = {(ex.id, i): sample_key(identity, task.name, task.version, ex.id, gen_key, seed, i,
+                                   prompt_fingerprint(messages[ex.id]) if chat else None)
             for ex in examples for i in range(k)}
     found: dict[tuple[str, int], dict[str, Any]] = {}
     if journal is not None:
         for key_id, key in keys.items():
             entry = journal.get(key)
-            if entry is not None:
+            if entry is not None and "failed" not in entry:  # a failed sample is generated again
                 found[key_id] = entry
+        tally.resumed += len(found)
     pending = [ex for ex in examples if any((ex.id, i) not in found for i in range(k))]
     done = len(examples) - len(pending)
     if progress:
         progress(task.name, done, len(examples))
     gen_s = check_s = 0.0
     gen_tokens = prompt_tokens = generated_examples = 0
-    chunk = max(batch_size * 4, 64)
-    for lo in range(0, len(pending), chunk):
-        batch = pending[lo: lo + chunk]
-        messages = {ex.id: task.messages(ex) for ex in batch} if chat else {}
+    sizer = BatchSizer(batch_size, backend, journaled=journal is not None)
+    lo = 0
+    while lo < len(pending):
+        batch = pending[lo: lo + sizer.size]
+        lo += len(batch)
         t0 = time.perf_counter()
         if isinstance(backend, ExampleGenerator):
-            outputs = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
+            raw = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
         else:
             prompts = [messages[ex.id] if chat else ex.prompt for ex in batch]
-            outputs = backend.generate(prompts, gen, seed=seed, num_samples=k)
+            raw = backend.generate(prompts, gen, seed=seed, num_samples=k)
+        outputs = clean_outputs(raw, len(batch), k, identity)
         gen_s += time.perf_counter() - t0
         gen_tokens += backend.last_stats.generated_tokens
         prompt_tokens += backend.last_stats.prompt_tokens
         generated_examples += len(batch)
         t1 = time.perf_counter()
         jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
-        scored = scorer.score(task, [(ex, output) for ex, _, output in jobs])
+        to_check = [(ex, output) for ex, _, output in jobs if not isinstance(output, FailedOutput)]
+        checked = iter(scorer.score(task, to_check))
         check_s += time.perf_counter() - t1
         entries = []
-        for (ex, i, output), sc in zip(jobs, scored):
+        for ex, i, output in jobs:
             entry = {"key": keys[(ex.id, i)], "model": identity, "task": task.name, "task_version": task.version,
-                     "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key,
-                     "output": output, "answer": sc.answer, "verdict": sc.verdict.to_dict()}
+                     "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key}
+            if isinstance(output, FailedOutput):
+                entry.update(output="", answer="", failed=output.error,
+                             verdict={"status": "ERROR", "score": 0.0, "reason": f"no output: {output.error}"})
+                tally.failed += 1
+            else:
+                sc = next(checked)
+                entry.update(output=str(output), answer=sc.answer, verdict=sc.verdict.to_dict())
             if chat:
                 entry["messages"] = messages[ex.id]
             entries.append(entry)
             found[(ex.id, i)] = entry
         if journal is not None:
-            journal.append(entries)
+            journal.append(entries)  # on disk before the next batch is asked for
+        tally.generated += len(entries)
+        sizer.done(len(batch), time.perf_counter() - t0)
         done += len(batch)
         if progress:
             progress(task.name, done, len(examples))
