@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/eval_throughput.py            # full run (minutes), appends to bench/RESULTS.md
     .venv/bin/python bench/eval_throughput.py --quick    # tiny sizes, < 60 s, writes only with --results
+    .venv/bin/python bench/eval_throughput.py --smollm2  # SmolLM2-135M-Instruct in chat form instead of the
+                                                         # tiny sizes (bench/smollm2_throughput.py; minutes)
 
 Everything runs on in-memory tiny Llamas built from a config (`evalkit.models.tiny`) and
 the same examples for every contender; nothing is downloaded (HF_HUB_OFFLINE,
@@ -134,6 +136,12 @@ class Config:
 
 
 def make_config(args: argparse.Namespace) -> Config:
+    if args.smollm2:  # bench/smollm2_throughput.py: one real model, no tiny sizes
+        quick = args.quick
+        return Config(quick, args.threads, args.batch_size or (8 if quick else 16), args.n or (8 if quick else 64),
+                      args.n_gen or (8 if quick else 48), args.max_new or (16 if quick else 48),
+                      args.reps or (1 if quick else 2), 32, [],
+                      None if args.no_write else args.results or (None if quick else ROOT / "bench" / "RESULTS.md"))
     if args.quick:
         sizes = [Size("~1M", dict(hidden=128, layers=4, heads=4), args.train_steps or 30),
                  Size("~2M", dict(hidden=256, layers=2, heads=4, intermediate=768), 0)]
@@ -603,6 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, help="Markdown file to append to (default bench/RESULTS.md; "
                     "quick: none)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--smollm2", action="store_true", help="instead of the tiny sizes: SmolLM2-135M-Instruct "
+                    "(the cached `evalkit models get smollm2-135m-instruct` folder) in chat form, "
+                    "bench/smollm2_throughput.py (defaults n 64, n-gen 48, batch 16, max-new 48, reps 2)")
     args = ap.parse_args(argv)
     cfg = make_config(args)
     started = time.perf_counter()
@@ -622,6 +633,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
         workdir = Path(tmp)
         os.environ["HF_DATASETS_CACHE"] = str(workdir / "datasets-cache")  # nothing left behind
+        if args.smollm2:
+            sys.modules.setdefault("eval_throughput", sys.modules[__name__])  # one copy of these helpers
+            import smollm2_throughput
+
+            real = smollm2_throughput.run(cfg, workdir, notes)
+            if real is None:
+                return 0  # not cached: said why, measured nothing
+            rows += real
         tok = build_char_tokenizer()
         for size in cfg.sizes:
             model = tiny_llama(tok, seed=cfg.seed, **size.arch)
@@ -653,7 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(n)
     if cfg.results is not None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        title = f"{stamp} — eval_throughput.py{' --quick' if cfg.quick else ''}"
+        flags = "".join(f for f, on in ((" --smollm2", args.smollm2), (" --quick", cfg.quick)) if on)
+        title = f"{stamp} — eval_throughput.py{flags}"
         append_results(cfg.results, title, env, cells, notes)
         print(f"appended to {cfg.results}")
     return 0

@@ -75,6 +75,34 @@ def test_model_output_is_shown_literally(pytester: pytest.Pytester):
     assert r"got:      '\x1b[2J\x1b[31mPWNED\u202e'" in out
 
 
+CHAT_ADDER = """
+import re
+
+def chat_adder(prompt):
+    # Chat mode sends the messages; a raw prompt ("12+34=") gets no answer.
+    if isinstance(prompt, str):
+        return ""
+    a, b = map(int, re.findall(r"-?[0-9]+", prompt[-1]["content"]))
+    return f"The answer is {a + b}."
+"""
+
+
+def test_chat_option_sends_the_chat_form(pytester: pytest.Pytester):
+    pytester.makepyfile(chat_model=CHAT_ADDER)
+    raw = run(pytester, *eval_args(pytester, "python:chat_model:chat_adder", "-k", "addition"))
+    raw.assert_outcomes(failed=1, deselected=6)
+    chat = run(pytester, *eval_args(pytester, "python:chat_model:chat_adder", "-k", "addition", "--evalkit-chat"))
+    chat.assert_outcomes(passed=1, deselected=6)
+    chat.stdout.fnmatch_lines(["evalkit: model python:chat_model:chat_adder*chat mode*",
+                               "PASS addition *100.0%*n=20*"])
+    pytester.makepyfile(test_fixture="""
+        def test_fixture_in_chat_mode(evalkit_run):
+            assert evalkit_run("addition", n=10).rate("addition") == 1.0
+    """)
+    fixture = run(pytester, "--evalkit-model", "python:chat_model:chat_adder", "--evalkit-chat", "test_fixture.py")
+    fixture.assert_outcomes(passed=1)
+
+
 def test_threshold_option_and_lower_bound(pytester: pytest.Pytester):
     # The oracle: 20/20, Wilson lower bound 83.9 %: a 90 % threshold passes on the rate, fails on the bound.
     passed = run(pytester, *eval_args(pytester, "oracle", "-k", "addition", "--evalkit-threshold", "0.9"))

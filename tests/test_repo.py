@@ -44,9 +44,35 @@ def test_shipped_recipes_and_experiments_validate(recipe):
 
         assert load_experiment(path)
     else:
+        import yaml
+
+        from evalkit.errors import ConfigError
+        from evalkit.models.store import KNOWN_MODELS, is_complete, models_dir
         from evalkit.train.recipe import load_recipe
 
-        assert load_recipe(path).targets
+        base = yaml.safe_load(path.read_text())["model"]["base"]
+        if base in KNOWN_MODELS and not is_complete(models_dir() / base):  # not cached here: says how to get it
+            with pytest.raises(ConfigError, match=f"model.base.*evalkit models get {base}"):
+                load_recipe(path)
+        else:
+            assert load_recipe(path).targets
+
+
+def test_readme_real_model_path_is_what_ci_gets():
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- real-model -->", 1)[1].split("<!-- /real-model -->", 1)[0]
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith(".venv/bin/evalkit")]
+    assert lines[0] == ".venv/bin/evalkit models get smollm2-135m-instruct"
+    assert any(line.startswith(".venv/bin/evalkit finetune finetune/smollm2-addition.yaml") for line in lines)
+    assert any(line.startswith(".venv/bin/evalkit gate reports/smollm2-addition") for line in lines)
+    assert "<!-- real-model -->" in (REPO / ".ci" / "run").read_text()
+
+
+def test_shipped_real_model_gate_validates():
+    from evalkit.gate import load_gate
+
+    gate = load_gate(REPO / "gate-smollm2.yaml")
+    assert gate.rules["addition"].min_pass_rate == 0.9 and gate.run["chat"] is True
 
 
 def test_shipped_gate_validates():

@@ -28,7 +28,6 @@ from evalkit.models.hf_chat import encode_prompt, encode_prompts, end_of_turn_id
 from evalkit.train.data import CompletionCollator, Row, encode_row, tokenize_rows  # noqa: E402
 
 FT = FIXTURES / "ft"
-SMOLLM2 = Path.home() / ".cache" / "evalkit" / "models" / "smollm2-135m-instruct"
 SYSTEM = "Answer with the number only."
 
 
@@ -267,6 +266,31 @@ def test_sft_in_chat_mode_end_to_end(tmp_path):
     assert rates[-1] >= 0.5 > rates[0], rates  # it learned the answers in the form evaluation asks for them
 
 
+def test_grpo_in_chat_mode_end_to_end(tmp_path):
+    """GRPO with `eval.chat: true` on the tiny BPE + ChatML Llama: TRL gets the tasks' chat forms (its
+    conversational format, rendered by the chat template), the reward reads the replies, and every
+    evaluation runs in chat mode."""
+    pytest.importorskip("trl")
+    from evalkit.discovery.registry import discover
+    from evalkit.run.record import load_record
+    from evalkit.train import finetune
+
+    base = tiny_chat_model(tmp_path / "base")
+    path = chat_recipe(tmp_path, base=str(base))
+    path.write_text(path.read_text().replace("max_steps: 120", "max_steps: 64").replace("size: 2000", "size: 960")
+                    .replace("every: 10", "every: 30").replace("lr: 0.003", "lr: 0.01")
+                    + "mode: grpo\nwarm_start: {steps: 60}\n"
+                      "grpo: {steps: 4, num_generations: 4, prompts_per_step: 4, lr: 0.0005}\n")
+    result = finetune(path, output=tmp_path / "out", registry=discover([FT / "tasks.py"], entry_points=False))
+    record = load_record(tmp_path / "out")
+    training = record.data["meta"]["training"]
+    assert training["baseline"][0]["pass_at_k"] > 0, result  # the warm start taught the chat form
+    assert [x["step"] for x in training["rewards"]] == [61, 62, 63, 64]
+    assert all(0.0 <= x["reward"] <= 1.0 for x in training["rewards"])
+    for h in training["history"]:
+        assert load_record(tmp_path / "out" / h["record"]).data["settings"]["chat"] is True
+
+
 # -- SmolLM2's real tokenizer and template (slow; no weights needed) ----------------------------------------
 SMOL_CASES = [("What is 12+34?", "46"), ("What is 12+34?", " 46"), ("A: ", "42"), ("Sort: 3 1 2", "1 2 3"),
               ("Translate: chat", "le chat\n"), ("naïve café?", "Ça va — 日本語 🙂"), ("x", ""),
@@ -274,13 +298,10 @@ SMOL_CASES = [("What is 12+34?", "46"), ("What is 12+34?", " 46"), ("A: ", "42")
 
 
 @pytest.mark.slow
-def test_smollm2_tokenizer_and_template():
-    if not (SMOLLM2 / "tokenizer.json").is_file():
-        pytest.skip(f"SKIPPED LOUDLY: SmolLM2-135M-Instruct is not cached at {SMOLLM2} "
-                    "(evalkit models get smollm2-135m-instruct); its tokenizer test did not run")
+def test_smollm2_tokenizer_and_template(smollm2):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(SMOLLM2, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(smollm2, local_files_only=True)
     end = tok.convert_tokens_to_ids("<|im_end|>")
     assert end in end_of_turn_ids(tok)
     for prompt, completion in SMOL_CASES:

@@ -324,6 +324,29 @@ def test_grpo_reward_format_is_a_factor_never_a_bonus(weight):
     assert got[1] == got[2] == got[3] == got[4] == 0.0  # well formed or not, wrong earns nothing
 
 
+def test_grpo_reward_reads_chat_replies_as_chat_evaluation_does():
+    """In chat mode TRL hands the reward the assistant's messages; they are read with the chat view's
+    extractor (a sentence around the sum is fine, a wrong sum or a second number is not)."""
+    pytest.importorskip("trl")
+    import evalkit
+    from evalkit.core.example import canonical
+    from evalkit.train.grpo import checker_reward
+
+    repo = Path(__file__).resolve().parent.parent
+    addition = evalkit.load_tasks("addition", tasks_dir=repo / "tasks")[0]
+    ex = addition.examples("train", n=1, seed=0, level=2)[0]
+    a, b = ex.fields["a"], ex.fields["b"]
+    replies = [f"The answer is {a + b}.", f"{a} + {b} = {a + b}", f"The answer is {a + b + 1}.", f"{a + b} or {a}"]
+    completions = [[{"role": "assistant", "content": r}] for r in replies]
+    reward = checker_reward({"addition": addition.for_chat()})
+    got = reward(prompts=[addition.messages(ex)] * 4, completions=completions, task=["addition"] * 4,
+                 fields=[canonical(ex.fields)] * 4, level=[ex.level] * 4)
+    assert got == [1.0, 1.0, 0.0, 0.0]
+    raw = checker_reward({"addition": addition})  # the raw form reads the bare sum only
+    assert raw(prompts=[ex.prompt], completions=[replies[0]], task=["addition"], fields=[canonical(ex.fields)],
+               level=[ex.level]) == [0.0]
+
+
 def test_grpo_format_reward_must_be_a_weight_in_0_1(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(BASE.format(name="r", mode="grpo") + "grpo: {format_reward: 1.5}\n"

@@ -126,7 +126,10 @@ class HFBackend:
         cfg = model.config
         self.max_positions: int | None = (getattr(cfg, "max_position_embeddings", None)
                                           or getattr(cfg, "n_positions", None))
-        params = inspect.signature(model.forward).parameters
+        # A PEFT wrapper's forward takes **kwargs; the keywords it passes on are the base model's.
+        get_base: Any = getattr(model, "get_base_model", None)
+        base = get_base() if callable(get_base) else model
+        params = inspect.signature(base.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
         self._fast_decode = getattr(tokenizer, "backend_tokenizer", None)

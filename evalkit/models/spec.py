@@ -20,7 +20,8 @@ class ModelLoadError(EvalkitError):
 
 
 def load_backend(spec: str, *, device: str | None = None, dtype: str | None = None, batch_size: int = 64,
-                 model_name: str | None = None, concurrency: int = 8, chat: bool = False) -> Any:
+                 model_name: str | None = None, concurrency: int = 8, chat: bool = False,
+                 request_timeout: float | None = None) -> Any:
     """A backend from a spec string.
 
     Raises:
@@ -36,6 +37,10 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         raise ConfigError(f"unknown model spec {spec!r}; expected one of {', '.join(SCHEMES)}", field="--model")
     if scheme == "hf":
         path = Path(rest).expanduser()
+        if not path.exists():  # `hf:smollm2-135m-instruct`: a model `evalkit models get` put in the cache
+            from evalkit.models.store import cached_model_path
+
+            path = cached_model_path(rest, field="--model") or path
         if not (path / "config.json").is_file() and not (path.suffix.lower() == ".gguf" and path.is_file()):
             raise ConfigError(f"{path} is not a local Hugging Face model folder (no config.json) nor a .gguf file; "
                               "evalkit never downloads models (`evalkit models get NAME` does)", field="--model")
@@ -51,10 +56,11 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
         except Exception as exc:  # noqa: BLE001 - any load failure is an infrastructure error
             raise ModelLoadError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     if scheme == "openai":
-        from evalkit.models.openai import OpenAIBackend
+        from evalkit.models.openai import DEFAULT_TIMEOUT, OpenAIBackend
 
         try:
-            return OpenAIBackend(rest, model_name, concurrency=concurrency, chat=chat)
+            return OpenAIBackend(rest, model_name, concurrency=concurrency, chat=chat,
+                                 timeout=request_timeout if request_timeout is not None else DEFAULT_TIMEOUT)
         except EvalkitError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -122,6 +122,24 @@ def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def cached_model_path(name: str, *, home: Path | None = None, field: str | None = None) -> Path | None:
+    """The cached folder of the known model `name`, for `hf:NAME` and a recipe's `model.base: NAME`.
+
+    Returns None when `name` is not a known model's name (the caller treats it as a path).
+
+    Raises:
+        ConfigError: `name` is a known model that is not in the cache yet: the message gives the command
+            that gets it (evalkit never fetches weights implicitly).
+    """
+    if name not in KNOWN_MODELS:
+        return None
+    folder = models_dir(home) / name
+    if not is_complete(folder):
+        raise ConfigError(f"model {name!r} is not in the cache ({models_dir(home)}); get it first with "
+                          f"`evalkit models get {name}`", field=field)
+    return folder
+
+
 def list_models(home: Path | None = None) -> list[CachedModel]:
     """The complete model folders in the cache, by name (temporary and partial folders are not models)."""
     root = models_dir(home)

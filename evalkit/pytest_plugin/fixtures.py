@@ -55,7 +55,7 @@ def evalkit_run(request: pytest.FixtureRequest) -> Callable[..., RunRecord]:
         from evalkit.run.runner import evaluate
 
         settings = {"n": st.n if n is None else n, "seed": st.seed, "level": st.level,
-                    "batch_size": st.batch_size, **kwargs}
+                    "batch_size": st.batch_size, "chat": st.chat, **kwargs}
         record = evaluate(tasks=resolve_tasks(st, tasks), backend=backend, model_spec=spec, **settings)
         for t in record.tasks:
             request.node.user_properties.append((f"evalkit_rate[{t['name']}]", round(t["rate"], 6)))

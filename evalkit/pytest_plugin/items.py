@@ -99,10 +99,10 @@ class TaskItem(pytest.Item):
                              "(fail closed: set target= on the task or pass --evalkit-threshold FLOAT)")
         assert st.model is not None
         record = evaluate(tasks=[self.task], backend=self.backend, model_spec=st.model, n=st.n, seed=st.seed,
-                          level=st.level, batch_size=st.batch_size, reports_dir=st.reports_dir())
+                          level=st.level, batch_size=st.batch_size, chat=st.chat, reports_dir=st.reports_dir())
         t = record.task(name)
         rule = Rule(min_pass_rate=threshold, use_lower_bound=st.lower_bound, max_error_rate=1.0, no_regression=False)
-        outcome = judge(record, GateConfig({name: rule}, source="pytest")).outcomes[0]
+        outcome = judge(record, GateConfig({name: rule}, source="pytest"), [self.task]).outcomes[0]
         where = str(record.path / "record.json") if record.path else ""
         self.user_properties.extend([
             ("evalkit_task", name), ("evalkit_model", st.model), ("evalkit_rate", round(t["rate"], 6)),

@@ -52,6 +52,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--evalkit-seed", type=int, default=0, metavar="SEED", help="example/sampling seed")
     group.addoption("--evalkit-level", type=int, default=None, metavar="LEVEL",
                     help="difficulty level; tasks without that level are skipped")
+    group.addoption("--evalkit-chat", action="store_true", default=False,
+                    help="chat mode: the tasks' chat forms and the model's chat template (as `evalkit run --chat`)")
     group.addoption("--evalkit-batch-size", type=positive_int, default=64, metavar="N")
     group.addoption("--evalkit-threshold", type=unit_float, default=None, metavar="FLOAT",
                     help="minimum pass rate for every task, overriding the tasks' targets")
@@ -76,6 +78,7 @@ class PluginState:
         self.seed: int = opt("evalkit_seed")
         self.level: int | None = opt("evalkit_level")
         self.batch_size: int = opt("evalkit_batch_size")
+        self.chat: bool = opt("evalkit_chat")
         self.threshold: float | None = opt("evalkit_threshold")
         self.lower_bound: bool = opt("evalkit_lower_bound")
         self.show_failures: int = opt("evalkit_show_failures")
@@ -114,7 +117,7 @@ class PluginState:
             from evalkit.models.spec import load_backend
 
             try:
-                self._backends[spec] = load_backend(spec, batch_size=self.batch_size)
+                self._backends[spec] = load_backend(spec, batch_size=self.batch_size, chat=self.chat)
             except EvalkitError as exc:
                 self._backends[spec] = exc
         value = self._backends[spec]

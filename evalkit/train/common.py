@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,15 @@ def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool
         raise ConfigError(f"{output} already holds a training run; pass --resume to continue it or --force to "
                           "start over", file=recipe.file, field="output")
     if force and output.exists() and is_main():
-        shutil.rmtree(output)
+        try:
+            shutil.rmtree(output)
+        except OSError as exc:
+            raise ConfigError(f"--force cannot delete {output}: {exc.strerror or exc}", file=recipe.file,
+                              field="output") from None
         existing = []
-    if is_main():
+    if is_main():  # rank 0 writes the run's files; checked before any model is loaded, not at the first save
+        for folder in (output, ckpt_dir, output / "evals"):
+            check_writable(folder, recipe.file)
         remove_staging(ckpt_dir)  # a save that a kill interrupted
     if recipe.train.get("threads"):
         torch.set_num_threads(recipe.train["threads"])
@@ -259,6 +266,29 @@ def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool
         registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured)
     return Run(recipe, output, registry, resume_from=existing[-1] if (resume and existing) else None,
                display=display if is_main() else None)  # one live display, on rank 0
+
+
+def check_writable(folder: Path, recipe_file: Path | str | None = None) -> None:
+    """Prove that `folder` can be written (or, while it does not exist, created): a file is created and
+    removed in it or in its nearest existing parent, so nothing is left behind. A ConfigError naming the folder
+    otherwise: a read-only output is found before training, not at its first save minutes in."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    why = None
+    if not existing.is_dir():
+        why = f"{existing} is not a folder"
+    else:
+        probe = existing / f".evalkit-write-test-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            why = f"{existing if existing != folder else 'it'}: {exc.strerror or exc}"
+    if why:
+        raise ConfigError(f"the folder {folder} is not writable ({why}): training writes its checkpoints, "
+                          "evaluations and model there; choose another output (--output, or `output:` in the recipe) "
+                          "or make it writable", file=recipe_file, field="output")
 
 
 def build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) -> tuple[Any, Any]:
@@ -301,10 +331,11 @@ def build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) -> 
         from peft import LoraConfig, get_peft_model
 
         default_modules = ["q_proj", "v_proj"] if "llama" in type(model).__name__.lower() else ["c_attn"]
-        model = get_peft_model(model, LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16),
-                                                 lora_dropout=lora.get("dropout", 0.0),
-                                                 target_modules=lora.get("target_modules", default_modules),
-                                                 task_type="CAUSAL_LM"))
+        config = LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
+                            target_modules=lora.get("target_modules", default_modules), task_type="CAUSAL_LM")
+        with warnings.catch_warnings():  # peft asks for a name transformers 5 deprecates; not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(model, config)
     return model.train(), tokenizer
 
 
@@ -344,5 +375,5 @@ def training_arguments(recipe: Recipe, output_dir: Path, max_steps: int, *, cls:
     return cls(**kwargs)
 
 
-__all__ = ["FinetuneResult", "LoopState", "Run", "broadcast", "build_model", "evaluation_task", "is_main",
-           "prepare", "quiet_libraries", "training_arguments", "write_run_files"]
+__all__ = ["FinetuneResult", "LoopState", "Run", "broadcast", "build_model", "check_writable", "evaluation_task",
+           "is_main", "prepare", "quiet_libraries", "training_arguments", "write_run_files"]

@@ -137,7 +137,9 @@ def checker_reward(tasks: Mapping[str, Any], format_weight: float = 0.0) -> Call
     def reward(prompts: Any, completions: list[str], task: list[str], fields: list[str], level: list[Any],
                **kwargs: Any) -> list[float]:
         out = []
-        for text, name, f, lv in zip(completions, task, fields, level):
+        for completion, name, f, lv in zip(completions, task, fields, level):
+            # A conversational dataset's completion is the assistant's message list; a raw one, text.
+            text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
             t = tasks[name]
             scored = score(t, example(name, f, lv), cut_at_stop(text, t.generation.stop))
             well_formed = 1.0 if scored.answer.strip() else 0.0
@@ -147,15 +149,18 @@ def checker_reward(tasks: Mapping[str, Any], format_weight: float = 0.0) -> Call
     return reward
 
 
-def prompt_dataset(run: Run, levels: Mapping[str, int | None], n: int, seed: int, held_out: set[str]) -> Any:
-    """n training prompts per task at `levels` (no held-out prompt), shuffled: GRPO's dataset."""
+def prompt_dataset(run: Run, levels: Mapping[str, int | None], n: int, seed: int, held_out: set[str],
+                   chat: bool = False) -> Any:
+    """n training prompts per task at `levels` (no held-out prompt), shuffled: GRPO's dataset. `chat`: each
+    prompt is the example's chat form (a list of messages, TRL's conversational format)."""
     from datasets import Dataset
 
     items = []
     for task in train_tasks(run):
         for ex in task.examples("train", n=n, seed=seed, level=levels.get(task.name)):
             if normalize_prompt(ex.prompt) not in held_out:
-                items.append({"prompt": ex.prompt, "task": task.name, "level": ex.level,
+                prompt = [dict(m) for m in task.messages(ex)] if chat else ex.prompt
+                items.append({"prompt": prompt, "task": task.name, "level": ex.level,
                               "fields": json.dumps(dict(ex.fields), sort_keys=True)})
     random.Random(seed).shuffle(items)
     return Dataset.from_list(items)
@@ -198,7 +203,10 @@ def grpo(run: Run, curriculum: Curriculum | None, held_out: set[str], budget: in
         return bool(run.state.history[-1]["all_met"])
 
     # 5. GRPO segments: the checker's reward (the format a factor of it, never a bonus), the evaluation callback.
-    tasks = {t.name: t for t in train_tasks(run)}
+    # In chat mode (eval.chat) the prompts are the tasks' chat forms, which TRL renders with the chat template,
+    # and replies are read as chat-mode evaluation reads them (the chat view's stop strings and extractor).
+    chat = recipe.eval_chat
+    tasks = {t.name: t.for_chat() if chat else t for t in train_tasks(run)}
     rewards: list[Any] = [checker_reward(tasks, g["format_reward"])]
     longest = g["max_completion_length"] or max(t.generation.max_new_tokens or 32 for t in tasks.values())
     total = min(g["steps"], budget - run.step_offset)
@@ -210,7 +218,8 @@ def grpo(run: Run, curriculum: Curriculum | None, held_out: set[str], budget: in
         i += 1
         steps, levels = min(segment, total - done), training_levels(recipe, curriculum)
         run.entry_extra = {"phase": "grpo", "round": i, "levels": levels}
-        dataset = prompt_dataset(run, levels, steps * g["prompts_per_step"], recipe.seed * 1000 + i, held_out)
+        dataset = prompt_dataset(run, levels, steps * g["prompts_per_step"], recipe.seed * 1000 + i, held_out,
+                                 chat=chat)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TRL passes transformers' renamed options
             args = training_arguments(

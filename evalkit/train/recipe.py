@@ -118,6 +118,13 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
     if model["base"] != "scratch":
         where = "warm_start.model" if warm_start.get("model") else "model.base"
         base = (path.parent / model["base"]).resolve()
+        if not base.exists():  # `base: smollm2-135m-instruct`: a model `evalkit models get` put in the cache
+            from evalkit.models.store import cached_model_path
+
+            try:
+                base = cached_model_path(model["base"]) or base
+            except ConfigError as exc:
+                raise ConfigError(str(exc), file=path, field=where) from None
         if not (base / "config.json").is_file():
             raise ConfigError(f"{base} is not a local Hugging Face model folder (no config.json); use 'scratch' "
                               "or a local path — evalkit never downloads models", file=path, field=where)
