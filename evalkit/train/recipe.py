@@ -68,6 +68,8 @@ class Recipe:
     curriculum: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> rule fields given
     eval_checkers: dict[str, Any] = field(default_factory=dict)  # task -> evaluation-only checker spec
     eval_chat: bool = False  # evaluate in chat mode (the tasks' chat forms, the model's chat template)
+    eval_adaptive: bool = False  # stop each evaluation of a task once its target is decided (evalkit.run.sequential)
+    eval_alpha: float = 0.05  # the adaptive decisions' level
 
     @property
     def base_is_scratch(self) -> bool:
@@ -162,6 +164,9 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
             checkers.make(spec)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(str(exc).strip("'\""), file=path, field=f"eval.checkers.{name}") from None
+    if "alpha" in ev and not ev.get("adaptive"):
+        raise ConfigError("eval.alpha is the level of adaptive decisions: set eval.adaptive: true too, or drop it",
+                          file=path, field="eval.alpha")
     curriculum = {name: dict(spec or {}) for name, spec in (data.get("curriculum") or {}).items()}
     _check_curriculum(curriculum, ev["tasks"], path)
     return Recipe(
@@ -177,7 +182,7 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         mode=mode, warm_start=warm_start,
         expert_iteration={**EXPERT_ITERATION_DEFAULTS, **(data.get("expert_iteration") or {})},
         grpo={**GRPO_DEFAULTS, **(data.get("grpo") or {})}, curriculum=curriculum, eval_checkers=eval_checkers,
-        eval_chat=ev.get("chat", False),
+        eval_chat=ev.get("chat", False), eval_adaptive=ev.get("adaptive", False), eval_alpha=ev.get("alpha", 0.05),
     )
 
 

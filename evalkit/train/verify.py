@@ -204,8 +204,8 @@ def update_curriculum(run: Run, curriculum: Curriculum | None) -> dict[str, Any]
         task = run.tasks[[x.task for x in recipe.targets].index(t.task)]
         eval_level = t.level if t.level is not None else task.spec.default_level
         n = rule.n or t.n or recipe.eval_n
-        if level == eval_level and rule.n is None:
-            rate = last["rates"][t.task]["rate"]  # the evaluation just made is at this level
+        if level == eval_level and rule.n is None and last["rates"][t.task].get("decision") in (None, "cap"):
+            rate = last["rates"][t.task]["rate"]  # the evaluation just made is at this level, on all n examples
         else:
             rec = evaluate(model=run.model, tokenizer=run.tokenizer, tasks=[task], n=n, seed=recipe.eval_seed,
                            level=level, batch_size=recipe.eval_batch_size, keep_samples=False, chat=recipe.eval_chat)
