@@ -138,7 +138,7 @@ def test_trains_until_target_then_gate_passes(tmp_path, run_cli):
     for h in history:  # one run record per evaluation
         assert load_record(tmp_path / "out" / h["record"]).run_id.endswith(f"step-{h['step']:06d}")
     # The exported best model is a plain HF folder: evaluate it again from disk, and gate the record.
-    gate = run_cli("gate", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py"))
+    gate = run_cli("gate", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py"), "--task-targets")
     assert gate.returncode == 0, gate.stdout + gate.stderr
     rerun = run_cli("run", "--model", f"hf:{tmp_path / 'out' / 'model'}", "--task", "initials", "-n", "40",
                     "--tasks-dir", str(FT / "tasks.py"), "--reports-dir", str(tmp_path / "r"))

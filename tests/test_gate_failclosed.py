@@ -215,7 +215,7 @@ def test_cli_gate_checks_the_installed_version(run_cli, tmp_path):
     tasks.mkdir()
     (tasks / "echo.py").write_text(TASK_V.format(version=1))
     evaluate(tasks=load_path(tasks / "echo.py"), backend=OracleBackend(), run_dir=tmp_path / "run")
-    args = ("gate", str(tmp_path / "run"), "--tasks-dir", str(tasks))
+    args = ("gate", str(tmp_path / "run"), "--tasks-dir", str(tasks), "--task-targets")  # not the repo's gate.yaml
     same = run_cli(*args)
     assert same.returncode == 0 and "gate passed" in same.stdout, same.stdout + same.stderr
     (tasks / "echo.py").write_text(TASK_V.format(version=2))  # the task changed since the run
@@ -224,7 +224,7 @@ def test_cli_gate_checks_the_installed_version(run_cli, tmp_path):
     assert "made with version 1 of the task, the installed task is version 2" in newer.stdout.replace("\n", " ")
     allowed = run_cli(*args, "--allow-version-mismatch")
     assert allowed.returncode == 0 and "gate passed" in allowed.stdout, allowed.stdout + allowed.stderr
-    gone = run_cli("gate", str(tmp_path / "run"), "--tasks-dir", str(TASKS / "addition.py"))
+    gone = run_cli("gate", str(tmp_path / "run"), "--tasks-dir", str(TASKS / "addition.py"), "--task-targets")
     assert gone.returncode == 1 and "not installed here" in gone.stdout.replace("\n", " "), gone.stdout
 
 

@@ -177,7 +177,7 @@ def test_render_is_deterministic(mixed):
 
 def test_terminal_shows_what_matters(mixed):
     text = console_text(mixed)
-    assert "pass rate" in text and "95% interval" in text and "pass@k" not in text
+    assert "pass rate" in text and "95% CI" in text and "pass@k" not in text
     for word in ("below", "met", "no target", "2 errors, 1 timeout", "checker bug", "exceeded"):
         assert word in text, word
     assert "examples/s" in text and "tokens/s" in text and "generate" in text and "check" in text

@@ -232,7 +232,7 @@ def test_cli_run_and_rescore(run_cli, tmp_path):
 @pytest.mark.parametrize("args,code,text", [
     (["--model", "nonsense"], 2, "unknown model spec"),
     (["--model", "hf:/nonexistent/dir"], 2, "not a local Hugging Face model folder"),
-    (["--model", "python:no_such_module_xyz:fn"], 3, "cannot import"),
+    (["--model", "python:no_such_module_xyz:fn"], 2, "cannot import"),
     (["--model", "oracle", "-k", "3"], 2, "temperature"),
     (["--model", "oracle", "--task", "nope"], 2, "unknown task"),
 ])

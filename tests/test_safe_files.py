@@ -239,7 +239,7 @@ def test_the_oracle_refuses_a_task_without_a_reference(run_cli, tmp_path):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "task 'opinion' has no reference answer" in out.stderr.replace("\n", " ")
     assert "Traceback" not in out.stderr
-    gate = run_cli("gate", *args, "--task", "opinion")
+    gate = run_cli("gate", *args, "--task", "opinion", "--task-targets")  # not the repo's gate.yaml
     assert gate.returncode == 2 and "task 'opinion' has no reference answer" in gate.stderr.replace("\n", " ")
     fine = run_cli("run", *args, "--task", "untargeted")
     assert fine.returncode == 0, fine.stdout + fine.stderr

@@ -15,11 +15,12 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
 from evalkit._text import safe_text
-from evalkit.cli.common import make_console
+from evalkit.cli.common import make_console, plain_warnings
 from evalkit.cli.gate_cmd import cmd_gate
 from evalkit.cli.models_cmds import cmd_models_get, cmd_models_list
 from evalkit.cli.run_cmds import cmd_compare, cmd_report, cmd_rescore, cmd_run
@@ -45,6 +46,33 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _level(text: str) -> int | str:
+    """A task level: a whole number, or `all` (every level of each task; an argparse type)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level number or 'all', got {text!r}") from None
+
+
+LEVEL_HELP = ("difficulty level, or 'all': applied to each task that has levels (tasks without levels run as "
+              "usual; default: each task's default level)")
+SEED_HELP = "seed of the examples drawn (and of sampling) (default 0)"
+SPLIT_HELP = "which examples: the held-out eval split or the train split (default eval)"
+
+
+def _significance(text: str) -> float:
+    """A significance level in (0, 1) (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return value
 
 
@@ -74,25 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", help="only tasks with this tag (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="show where each task comes from")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the task names, one per line")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("show", parents=[common], help="show example prompts, references and verdicts")
-    p.add_argument("task")
+    p.add_argument("task", help="the task's name")
     p.add_argument("-n", type=int, default=5, help="number of examples (default 5)")
-    p.add_argument("--split", choices=["eval", "train"], default="eval")
-    p.add_argument("--level", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["eval", "train"], default="eval", help=SPLIT_HELP)
+    p.add_argument("--level", type=_level, help="difficulty level, or 'all' (default: the task's default level)")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--chat", action="store_true", help="also show each prompt's chat form (the messages of a "
                                                         "chat-mode run)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("selftest", parents=[common], help="prove each task's checker sound and non-vacuous")
     p.add_argument("patterns", nargs="*", metavar="TASK", help="names, globs or tag:NAME (default: all)")
-    p.add_argument("--tag", action="append")
-    p.add_argument("--level", type=int, help="only this level")
+    p.add_argument("--tag", action="append", help="only tasks with this tag (repeatable)")
+    p.add_argument("--level", type=_level, help="only this level of each task that has it (default and 'all': "
+                                                "every level)")
     p.add_argument("--examples", type=int, default=20, help="examples per split and level (default 20)")
     p.add_argument("--max-examples", type=int, default=100, help="hypothesis examples per property (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the examples and of hypothesis (default 0)")
     p.add_argument("--allow-unproven", action="store_true",
                    help="exit 0 for a task with neither reference nor solutions (UNPROVEN), if nothing failed")
     p.add_argument("-v", "--verbose", action="count", default=0, help="one row per level, every finding")
@@ -102,16 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="evaluate a model on tasks (journaled, resumable)")
     p.add_argument("--model", required=True,
                    help="hf:PATH | openai:URL | python:MODULE:FUNCTION | lmeval:MODEL,ARGS | oracle")
-    p.add_argument("--task", action="append", metavar="TASK", help="name, glob or tag:NAME (repeatable; default all)")
-    p.add_argument("--tag", action="append")
+    p.add_argument("patterns", nargs="*", metavar="TASK", help="names, globs or tag:NAME (default: all)")
+    p.add_argument("--task", action="append", metavar="TASK", help="name, glob or tag:NAME (repeatable; the same "
+                                                                   "as a positional TASK)")
+    p.add_argument("--tag", action="append", help="only tasks with this tag (repeatable)")
     p.add_argument("-n", type=int, default=100, help="examples per task (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("-k", type=int, default=1, help="samples per example, for pass@k (needs --temperature > 0)")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--split", choices=["eval", "train"], default="eval")
-    p.add_argument("--level", type=int)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the tokens of this much "
+                                                             "probability mass (default 1: all)")
+    p.add_argument("--split", choices=["eval", "train"], default="eval", help=SPLIT_HELP)
+    p.add_argument("--level", type=_level, help=LEVEL_HELP)
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per generation batch (default 64; a slow "
+                                                               "backend's batches shrink to a few seconds)")
     p.add_argument("--max-new-tokens", type=int, help="override every task's setting")
     p.add_argument("--device", help="hf: cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: weights dtype")
@@ -128,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run folder name (default: derived from model and settings, so the "
                                     "same command resumes the same run)")
     p.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
+    p.add_argument("--adaptive", action="store_true",
+                   help="stop each task as soon as 'target met' or 'target missed' is decided at level --alpha "
+                        "(anytime-valid; -n is the cap); needs a target per task and -k 1")
+    p.add_argument("--alpha", type=_significance,
+                   help="with --adaptive: the chance of a wrong decision it allows (default 0.05)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeatable)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="one line per task")
     p.set_defaults(func=cmd_run)
@@ -136,34 +175,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
     p.add_argument("--format", "-f", help="terminal | json | junit | markdown | html (default: from -o's suffix)")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
-    p.add_argument("--max-failures", type=int, default=5, help="failing samples shown per task")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="count", default=0)
+    p.add_argument("--max-failures", type=int, default=5, help="failing samples shown per task (default 5; html: "
+                                                                "10 × as many)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail: per-level rates, settings, "
+                                                                       "more failures (-vv: every failure)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="one line per task")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("rescore", parents=[common], help="re-apply the current checkers to a run; no generation")
     p.add_argument("run", help="run folder (reports/<run-id>) or its record.json")
-    p.add_argument("--check-timeout", type=float, default=30.0)
+    p.add_argument("--check-timeout", type=float, default=30.0, help="seconds per check before TIMEOUT (default 30)")
     p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser("compare", help="paired test of two runs on their shared examples")
     p.add_argument("baseline", help="run folder or record.json")
     p.add_argument("candidate", help="run folder or record.json")
-    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("gate", parents=[common], help="judge a run (or a fresh run of --model) against the gate")
     p.add_argument("run", nargs="?", help="an existing run folder or record.json")
     p.add_argument("--model", help="evaluate this model first (hf:PATH | openai:URL | python:M:F | oracle)")
-    p.add_argument("--config", help="gate YAML (default: [tool.evalkit.gate], else each task's own target)")
-    p.add_argument("--task", action="append", help="with --model and no config: tasks to run")
+    p.add_argument("--config", help="gate YAML (default: the project's: [tool.evalkit.gate] in pyproject.toml, "
+                                    "else gate.yaml beside it (or here); else each task's own target)")
+    p.add_argument("--task-targets", action="store_true",
+                   help="judge each task by its own target, ignoring the project's gate config")
+    p.add_argument("--task", action="append", help="with --model and no gate config: tasks to run (repeatable)")
     p.add_argument("-n", type=int, help="examples per task with --model (default: the config's run.n, else 200)")
     p.add_argument("--chat", action="store_true", help="with --model: chat mode (as `evalkit run --chat`; "
                                                         "default: the config's run.chat)")
-    p.add_argument("--device")
+    p.add_argument("--adaptive", action="store_true",
+                   help="with --model: stop each task as soon as its threshold is decided met or missed at the "
+                        "gate's alpha (as `evalkit run --adaptive`; -n is the cap)")
+    p.add_argument("--device", help="with --model hf: cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="with --model hf: weights dtype")
+    p.add_argument("--model-name", help="with --model openai: the served model's name (default: the first listed)")
+    p.add_argument("--concurrency", type=int, default=8, help="with --model openai: requests in flight (default 8)")
     p.add_argument("--request-timeout", type=_seconds, default=120.0, metavar="SECONDS",
                    help="with --model openai:URL: seconds one request may take in all (default 120)")
-    p.add_argument("--reports-dir")
+    p.add_argument("--reports-dir", help="with --model: where the run is written (default: [tool.evalkit] reports, "
+                                         "else ./reports)")
     p.add_argument("--junit", metavar="FILE", help="write the gate's result as JUnit XML")
     p.add_argument("--markdown", metavar="FILE", help="write the gate's result as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--allow-version-mismatch", action="store_true",
@@ -176,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("patterns", nargs="+", metavar="TASK", help="names, globs or tag:NAME")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the include folder to write")
     p.add_argument("-n", type=int, default=100, help="examples per task (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", choices=["eval", "train"], default="eval")
-    p.add_argument("--level", type=int)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--split", choices=["eval", "train"], default="eval", help=SPLIT_HELP)
+    p.add_argument("--level", type=_level, help=LEVEL_HELP)
     p.add_argument("--max-new-tokens", type=int, help="max_gen_toks (default: the task's, else sized from it)")
     p.add_argument("--prefix", default="", help="prepended to each lm-eval task name")
     p.set_defaults(func=cmd_export, tag=None)
@@ -227,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     previous = {sig: h for sig, h in handlers.items() if h is not None}  # None: set outside Python, left alone
     if in_main:
         signal.signal(signal.SIGTERM, _terminated)
+    shown_before = warnings.showwarning
+    warnings.showwarning = plain_warnings()  # one line each, once: no source line of evalkit's code
     try:
         code = int(args.func(args))
     except EvalkitError as exc:
@@ -246,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             style="red"))
         code = int(ExitCode.INTERNAL)
     finally:
+        warnings.showwarning = shown_before
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     sys.exit(code)

@@ -1,20 +1,23 @@
 """`evalkit gate`: judge an existing run, or a fresh run of --model, against the gate's rules.
 
-The record's task versions are checked against the tasks installed here (the task folders, --tasks-dir and
-entry points); `--allow-version-mismatch` skips that check.
+The rules, as pytest finds its configuration: `--config FILE`; else the project's own, `[tool.evalkit.gate]`
+in pyproject.toml, else `gate.yaml` beside that pyproject.toml (or in the working directory); else, or with
+`--task-targets`, each task's own target. The record's task versions are checked against the tasks installed
+here (the task folders, --tasks-dir and entry points); `--allow-version-mismatch` skips that check.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
 from evalkit._text import safe_text
-from evalkit.cli.common import load_registry, make_console, progress_display
+from evalkit.cli.common import level_settings, load_registry, make_console, model_errors, progress_display
 from evalkit.config import ProjectConfig, load_config
 from evalkit.errors import ConfigError
 
@@ -31,16 +34,29 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if bool(args.run) == bool(args.model):
         raise ConfigError("give either a run (evalkit gate RUN) or --model SPEC, not both or neither",
                           field="RUN/--model")
+    if args.config and args.task_targets:
+        raise ConfigError("give --config FILE or --task-targets, not both", field="--task-targets")
     config = load_config()
     gate_config = None
-    if args.config or config.raw.get("gate"):
-        gate_config = load_gate(Path(args.config) if args.config else None, config.raw.get("gate"), config.pyproject)
+    if args.config:
+        gate_config = load_gate(Path(args.config))
+    elif not args.task_targets and config.raw.get("gate"):
+        gate_config = load_gate(None, config.raw["gate"], config.pyproject)
+    elif not args.task_targets and project_gate_file(config) is not None:
+        gate_config = load_gate(project_gate_file(config))
+    if args.task and gate_config is not None:
+        raise ConfigError(f"--task chooses the tasks only without a gate config; {gate_config.source} names them "
+                          "(add --task-targets to judge the --task tasks by their own targets)", field="--task")
     installed: Registry | list[Task] | dict[str, int]
     if args.run:
         from evalkit.run.record import load_record
 
         record = load_record(Path(args.run))
-        installed = {} if args.allow_version_mismatch else load_registry(args)
+        if args.allow_version_mismatch:
+            installed = {}
+        else:
+            installed = load_registry(args)
+            installed.require([t["name"] for t in record.tasks])  # a broken task file the record's tasks need
     else:
         record, installed = _evaluate_model(args, gate_config, config)
     if gate_config is None:
@@ -52,6 +68,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(to_markdown(result), encoding="utf-8")
     return result.exit_code
+
+
+def project_gate_file(config: ProjectConfig) -> Path | None:
+    """gate.yaml beside the project's pyproject.toml (or in the working directory), if it is there."""
+    path = (config.pyproject.parent if config.pyproject else Path.cwd()) / "gate.yaml"
+    return path if path.is_file() else None
 
 
 def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None,
@@ -71,18 +93,34 @@ def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None,
     else:
         tasks = registry.select(names)
     run = gate_config.run if gate_config else {}
+    adaptive = getattr(args, "adaptive", False)  # each task decided against its threshold at the gate's alpha
+    thresholds = {n: {"target": r.min_pass_rate} for n, r in (gate_config.rules.items() if gate_config else ())
+                  if r.min_pass_rate is not None and n in {t.name for t in tasks}}
+    levels = level_settings(tasks, run.get("level"))  # the config's level applies to the tasks that have levels
     console = make_console(stderr=True)
-    backend = load_backend(args.model, device=args.device, batch_size=run.get("batch_size", 64),
-                           request_timeout=getattr(args, "request_timeout", None))
+    with console.status(f"loading {args.model}…"):
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype, batch_size=run.get("batch_size", 64),
+                               model_name=args.model_name, concurrency=args.concurrency,
+                               request_timeout=args.request_timeout)
     progress, update = progress_display(console)
-    with progress:
+    with progress, model_errors(args.model):
         record = evaluate(tasks=tasks, backend=backend, model_spec=args.model,
                         n=args.n or run.get("n", 200), seed=run.get("seed", 0), k=run.get("k", 1),
                         temperature=run.get("temperature", 0.0), level=run.get("level"),
                         batch_size=run.get("batch_size", 64), chat=args.chat or run.get("chat", False),
                         reports_dir=Path(args.reports_dir) if args.reports_dir else config.reports,
-                        progress=update)
+                        progress=update, adaptive=adaptive, alpha=gate_config.alpha if gate_config else 0.05,
+                        task_settings=_merged(levels, thresholds if adaptive else {}) or None)
     return record, tasks
+
+
+def _merged(*settings: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-task settings from several sources, key by key (a task's level, its adaptive threshold)."""
+    out: dict[str, dict[str, Any]] = {}
+    for each in settings:
+        for name, values in each.items():
+            out.setdefault(name, {}).update(values)
+    return out
 
 
 def _print_result(result: GateResult) -> None:

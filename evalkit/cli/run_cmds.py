@@ -8,10 +8,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.table import Table
 
 from evalkit._text import safe_text
-from evalkit.cli.common import load_registry, make_console, progress_display, write_rendered
+from evalkit.cli.common import (
+    level_settings,
+    load_registry,
+    make_console,
+    model_errors,
+    progress_display,
+    select,
+    write_rendered,
+)
 from evalkit.config import load_config
 from evalkit.errors import ConfigError, ExitCode, NothingToRun
 
@@ -26,10 +35,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from evalkit.reports import render_terminal
     from evalkit.run.runner import evaluate
 
-    registry = load_registry(args)
-    tasks = registry.select(args.task or [], args.tag or ())
-    if not tasks:
-        raise NothingToRun("no tasks selected")
+    if args.alpha is not None and not args.adaptive:
+        raise ConfigError("--alpha is the level of --adaptive's decisions: add --adaptive, or drop --alpha",
+                          field="--alpha")
+    tasks = select(load_registry(args), [*args.patterns, *(args.task or [])], args.tag or ())
+    task_settings = level_settings(tasks, args.level)
     config = load_config()
     reports = Path(args.reports_dir) if args.reports_dir else config.reports
     console = make_console(stderr=True)
@@ -44,11 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = args.run_id or run_id_for(args.model, backend.identity, {"fresh": os.urandom(4).hex()}, tasks)
         run_dir = reports / run_id
     progress, update = progress_display(console)
-    with progress:
+    with progress, model_errors(args.model):
         record = evaluate(tasks=tasks, backend=backend, model_spec=args.model, n=args.n, seed=args.seed, k=args.k,
                           temperature=args.temperature, top_p=args.top_p, split=args.split, level=args.level,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, run_dir=run_dir,
-                          reports_dir=reports, progress=update, check_timeout=args.check_timeout, chat=args.chat)
+                          reports_dir=reports, progress=update, check_timeout=args.check_timeout, chat=args.chat,
+                          task_settings=task_settings or None, adaptive=args.adaptive,
+                          alpha=0.05 if args.alpha is None else args.alpha)
     _say_journal(record, console)
     write_rendered(record)
     out = make_console()
@@ -56,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     assert record.path is not None  # evaluate() with a reports folder always saves the record
     out.print(f"record: {record.path / 'record.json'}  ·  report: {record.path / 'report.html'}",
               highlight=False, soft_wrap=True)
+    for t in record.tasks:  # an adaptive run: how many samples each task used, and why it stopped
+        if a := t.get("adaptive"):
+            out.print(safe_text(f"adaptive: {t['name']}: {a['decision']} after {a['used']} of {a['cap']} samples "
+                                f"({a['reason']}; alpha {a['alpha']:g})", 400), soft_wrap=True)
     missed = [t for t in record.tasks if t.get("meets_target") is False]  # a task without a target misses nothing
     for t in missed:
         out.print(safe_text(f"target missed: {t['name']}: pass rate {t['rate']:.1%} < target {t['target']:.1%} "
@@ -114,13 +130,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparisons = compare_records(a, b, alpha=args.alpha)
     if not comparisons:
         raise NothingToRun("the two runs share no task examples")
-    table = Table(title=f"{b.run_id} vs {a.run_id} (exact McNemar, alpha {args.alpha:g})", title_justify="left")
-    for col in ("task", "shared", "baseline", "candidate", "diff", "only base", "only cand", "p", "verdict"):
-        table.add_column(col, justify="left" if col in ("task", "verdict") else "right", no_wrap=True)
+    rows = [[name, str(c.n_shared), f"{c.rate_a:.1%}", f"{c.rate_b:.1%}", f"{c.diff:+.1%}", str(c.only_a),
+             str(c.only_b), f"{c.p_value:.3g}", c.verdict] for name, c in comparisons.items()]
+    # Light rules, a two-space gap; figures never cut (a column is at least as wide as its widest value), headers
+    # and the verdict wrap between words: 80 columns hold it.
+    table = Table(title=safe_text(f"{b.run_id} vs {a.run_id} (exact McNemar, alpha {args.alpha:g})", 1000),
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    heads = ("task", "shared", "baseline", "candidate", "diff", "only base", "only cand", "p", "verdict")
+    widths = [max([len(r[i]) for r in rows] + [len(word) for word in h.split()]) for i, h in enumerate(heads)]
+    out = make_console()
+    widths[-1] = max(len("significant"), min(widths[-1], out.width - sum(widths[:-1]) - 2 * (len(heads) - 1)))
+    for col, width in zip(heads, widths):
+        table.add_column(col, justify="left" if col in ("task", "verdict") else "right", width=width)
     colours = {"better": "green", "worse": "red"}
-    for name, c in comparisons.items():
-        table.add_row(name, str(c.n_shared), f"{c.rate_a:.1%}", f"{c.rate_b:.1%}", f"{c.diff:+.1%}",
-                      str(c.only_a), str(c.only_b), f"{c.p_value:.3g}",
-                      f"[{colours.get(c.verdict, 'default')}]{c.verdict}")
-    make_console().print(table)
+    for row in rows:
+        table.add_row(safe_text(row[0], 200), *row[1:-1], safe_text(row[-1], 200, style=colours.get(row[-1], "")))
+    out.print(table)
     return ExitCode.OK

@@ -32,8 +32,32 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         out.print(f"run record:  {result.record_path}", soft_wrap=True)
         if (result.output / "report.html").is_file():
             out.print(f"report:      {result.output / 'report.html'}", soft_wrap=True)
-        out.print(f"gate it:     evalkit gate {result.output}", soft_wrap=True)
+        out.print(safe_text(f"gate it:     {gate_command(result.output)}", 2000), soft_wrap=True)
     return result.exit_code
+
+
+def gate_command(output: Path) -> str:
+    """The command that gates a fine-tune's output as `evalkit gate` would judge it here: by the project's gate
+    config when there is one (named, so the line works from anywhere), else by the recipe's targets."""
+    from evalkit.cli.gate_cmd import project_gate_file
+
+    config = load_config()
+    if config.raw.get("gate"):
+        return f"evalkit gate {_relative(output)}  (rules: [tool.evalkit.gate] in {_relative(config.pyproject)})"
+    gate = project_gate_file(config)
+    if gate is not None:
+        return f"evalkit gate {_relative(output)} --config {_relative(gate)}"
+    return f"evalkit gate {_relative(output)}  (rules: the recipe's targets)"
+
+
+def _relative(path: Path | None) -> str:
+    """A path as short as it can be said from here."""
+    if path is None:
+        return "?"
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

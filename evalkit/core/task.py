@@ -1,4 +1,4 @@
-"""The task API: a decorator that turns a small class into a checkable task.
+"""The task API: a decorator that turns a small class into a checkable task, and `Task`, the loaded task.
 
 A task knows its name and version, how to produce examples per split (a seeded
 generator with difficulty levels, or rows of a data file), how to render a prompt,
@@ -12,6 +12,9 @@ reference solver, and a default target.
         def prompt(self, ex):    return f"{ex['a']}+{ex['b']}="
         def reference(self, ex): return str(ex["a"] + ex["b"])
         def check(self, ex, answer): return verdict(answer == self.reference(ex))
+
+What `@task` records (`TaskSpec`, `GenerationConfig`, `SelftestSpec`) and the decorator live in
+`evalkit.core.spec`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -19,153 +22,15 @@ from __future__ import annotations
 import inspect
 import random
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, TypeAlias
 
-from evalkit.core.chat import ChatSpec, Message, chat_spec, chat_view, has_chat_settings, task_messages
-from evalkit.core.example import SPLITS, Example, as_identity, example_id, split_of
+from evalkit.core.chat import Message, chat_view, has_chat_settings, task_messages
+from evalkit.core.example import SPLITS, Example, example_id, split_of
 from evalkit.core.extract import Extractor, cut_at_stop, normalize
+from evalkit.core.spec import TASK_MARKER, GenerationConfig, SelftestSpec, TaskSpec, task
 from evalkit.core.verdict import Verdict, as_verdict
-
-TASK_MARKER = "__evalkit_task__"
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How a model should generate for a task.
-
-    `max_new_tokens=None` lets the runner size it from the longest reference answer. `chat`: the run
-    prompts in the chat form (`Task.messages`); it is a run setting, never a task's.
-    """
-
-    max_new_tokens: int | None = None
-    stop: tuple[str, ...] = ("\n",)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    chat: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as journal keys and records hold them (`chat` only when on: raw keys never change)."""
-        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop), "temperature": self.temperature,
-                "top_p": self.top_p, **({"chat": True} if self.chat else {})}
-
-
-@dataclass(frozen=True)
-class SelftestSpec:
-    """What the self-test may treat as equivalent to the reference.
-
-    Attributes:
-        normalize: normalisations under which a corrupted answer counts as the same answer
-            (any of "strip", "casefold", "whitespace", "punctuation", "json").
-        skip: corruption kinds that the task's checker deliberately accepts
-            ("digit_edit", "char_edit", "truncate", "append"). Skipping weakens the test; say why.
-    """
-
-    normalize: tuple[str, ...] = ("strip",)
-    skip: tuple[str, ...] = ()
-    chat_skip: tuple[str, ...] = ()  # kinds skipped in the chat pass only (YAML selftest.chat_skip)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the @task decorator records."""
-
-    name: str
-    version: int = 1
-    target: float | None = None
-    levels: tuple[int, ...] = ()
-    default_level: int | None = None
-    tags: tuple[str, ...] = ()
-    description: str = ""
-    generation: GenerationConfig = GenerationConfig()
-    eval_fraction: float = 0.5
-    selftest: SelftestSpec = SelftestSpec()
-    identity: tuple[str, ...] | None = None  # the fields that define an example; None: all
-    chat: ChatSpec | None = None  # system message and few-shot turns of the chat form (evalkit.core.chat)
-
-
-def task(
-    name: str | None = None,
-    *,
-    version: int = 1,
-    target: float | None = None,
-    levels: Iterable[int] | None = None,
-    default_level: int | None = None,
-    tags: Sequence[str] = (),
-    description: str | None = None,
-    max_new_tokens: int | None = None,
-    stop: Sequence[str] = ("\n",),
-    eval_fraction: float | None = None,
-    equivalent: Sequence[str] = ("strip",),
-    selftest_skip: Sequence[str] = (),
-    identity: str | Sequence[str] | None = None,
-    system: str | None = None,
-    fewshot: Iterable[Sequence[str] | Mapping[str, str]] = (),
-    chat_stop: Sequence[str] | None = None,
-    chat_max_new_tokens: int | None = None,
-) -> Callable[[_T], _T]:
-    """Register a class (or a zero-argument factory returning an instance) as a task.
-
-    The decorator returns the class (or factory) itself, marked: subclass it, instantiate it,
-    call its methods as usual. Everything that takes a task (`evalkit.evaluate`,
-    `evalkit.load_tasks`, the self-test, `Registry`) accepts the decorated object as it is;
-    `evalkit.as_task(obj)` turns it into the loaded `Task` explicitly.
-
-    The class provides `prompt(ex)` and `check(ex, answer)`, and either `generate(rng, level)`
-    (seeded generator) or `rows()` (a data source: an iterable of dicts). Optional:
-    `reference(ex)` (solver or stored answer: the output a perfect model would write),
-    `extract(output)` (default: cut at the first stop string, strip), `chat(ex)` (the chat form: the user
-    message's text, or the whole list of messages; default: the prompt as the user message),
-    `chat_extract(output)` (chat mode's; default: `extract`), and for the self-test `solutions(ex, rng)`,
-    `chat_solutions(ex, rng)`, `second_opinion(ex, answer)`, `equivalent(ex, reference, candidate)`.
-
-    Args:
-        name: the task's name (default: the class name in snake case).
-        version: bump it when the checker or prompts change meaning.
-        target: the default pass-rate target in [0, 1].
-        levels: the difficulty levels `generate` accepts.
-        default_level: the level used when none is asked for (default: the middle one).
-        tags: for selection by tag.
-        max_new_tokens, stop: generation settings; chat_stop, chat_max_new_tokens: in chat mode (`for_chat`).
-        eval_fraction: share of the example space in the eval split (default 0.5 for
-            generators, 1.0 for data rows).
-        equivalent: normalisations under which the self-test treats an answer as the reference.
-        selftest_skip: corruption kinds the checker deliberately accepts.
-        identity: the fields that define an example (its id, split, dedup), e.g. ("question",); default all.
-        system, fewshot: the chat form's system message and (user, assistant) turns before the question.
-    """
-    chat = chat_spec(system, fewshot, chat_stop, chat_max_new_tokens)
-
-    def decorate(obj: _T) -> _T:
-        spec = TaskSpec(
-            name=name or _snake(getattr(obj, "__name__", type(obj).__name__)),
-            version=version,
-            target=target,
-            levels=tuple(levels) if levels is not None else (),
-            default_level=default_level,
-            tags=tuple(tags),
-            description=description if description is not None else inspect.getdoc(obj) or "",
-            generation=GenerationConfig(max_new_tokens=max_new_tokens, stop=tuple(stop)),
-            eval_fraction=eval_fraction if eval_fraction is not None else -1.0,
-            selftest=SelftestSpec(tuple(equivalent), tuple(selftest_skip)),
-            identity=as_identity(identity),
-            chat=chat,
-        )
-        setattr(obj, TASK_MARKER, spec)
-        return obj
-
-    return decorate
-
-
-def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
 
 
 class Task:
@@ -258,15 +123,26 @@ class Task:
         return self._make(fields, split_of(self.name, fields, self.spec.eval_fraction, self.spec.identity), level)
 
     def examples(self, split: str = "eval", n: int | None = None, seed: int = 0,
-                 level: int | None = None) -> list[Example]:
+                 level: int | str | None = None) -> list[Example]:
         """Examples of one split, deterministic in (task, split, n, seed, level).
 
         Generators draw until `n` distinct examples of the split are found (fewer only when
         the level's example space is exhausted). Data tasks return the split's rows in file
-        order, the first `n` of them (all when `n` is None).
+        order, the first `n` of them (all when `n` is None). `level="all"`: every level, the `n`
+        examples shared out evenly (the lower levels take the remainder), each level's examples
+        those `level=L` gives first; for data tasks, the rows of every level.
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if level == "all":
+            if not self.is_generator or not self.levels:
+                level = None if not self.is_generator else self.spec.default_level
+            else:
+                total, count = 100 if n is None else n, len(self.levels)
+                return [ex for i, lv in enumerate(self.levels)
+                        for ex in self._generate(split, total // count + (i < total % count), seed, lv)]
+        if not isinstance(level, (int, type(None))):
+            raise ValueError(f"task {self.name!r}: level must be a whole number or 'all', got {level!r}")
         if self.is_generator:
             return self._generate(split, 100 if n is None else n, seed, level)
         if level is not None and self.levels and level not in self.levels:
@@ -398,3 +274,7 @@ def default_max_new_tokens(references: Iterable[str | None],
     longest = max((count_tokens(r) if count_tokens else len(r)) for r in refs)
     # +1 for the stop/EOS token, and a margin so a model may add a little (a space, a sign).
     return longest + max(4, longest // 4) + 1
+
+
+__all__ = ["TASK_MARKER", "GenerationConfig", "SelftestSpec", "Task", "TaskLike", "TaskSpec", "as_task",
+           "default_max_new_tokens", "describe", "is_task_like", "task"]

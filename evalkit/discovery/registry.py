@@ -2,26 +2,30 @@
 
 A plugin that fails to import, a task file with an error, two tasks with one name, an
 unknown name: each is an error (exit 2) naming the file — silently skipping a task would
-let a gate pass.
+let a gate pass. With `discover(..., keep_broken=True)` (the command line) a file that fails to
+load is kept aside (`Registry.broken`) and raises only when a lookup needs it: a run of `addition`
+is not stopped by a typo in another task's file, a run of every task is.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import importlib.util
 import re
 import sys
 import traceback
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from evalkit.core.task import TASK_MARKER, Task, TaskLike, as_task, describe
+from evalkit.discovery.broken import BrokenSource, broken_error, declared_names
 from evalkit.errors import ConfigError, PluginImportError, UnknownTaskError
 from evalkit.packs import get_pack, pack_prefix
 
@@ -144,15 +148,22 @@ def _load_entry_point_value(value: Any, source: str) -> list[Task]:
 
 
 def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[Task]:
-    out: list[Task] = []
+    return [t for _, load in _entry_points(group) for t in load()]
+
+
+def _entry_points(group: str) -> Iterator[tuple[str, Callable[[], list[Task]]]]:
+    """(source, a function loading its tasks) for each entry point of the group."""
     for ep in entry_points(group=group):
         source = f"entry point {ep.name} = {ep.value}"
-        try:
-            value = ep.load()
-        except Exception as exc:
-            raise PluginImportError(f"failed to load: {type(exc).__name__}: {exc}", file=source) from exc
-        out.extend(_load_entry_point_value(value, source))
-    return out
+
+        def load(ep: Any = ep, source: str = source) -> list[Task]:
+            try:
+                value = ep.load()
+            except Exception as exc:
+                raise PluginImportError(f"failed to load: {type(exc).__name__}: {exc}", file=source) from exc
+            return _load_entry_point_value(value, source)
+
+        yield source, load
 
 
 def same_source(a: Task, b: Task) -> bool:
@@ -169,6 +180,7 @@ class Registry:
 
     def __init__(self, tasks: Iterable[TaskLike] = ()):
         self._tasks: dict[str, Task] = {}
+        self.broken: list[BrokenSource] = []  # files that failed to load (discover(keep_broken=True))
         for t in tasks:
             self.add(t)
 
@@ -203,8 +215,35 @@ class Registry:
         except ConfigError:  # the pack's library is not installed
             return False
 
+    def broken_for(self, patterns: Sequence[str] = (), tags: Sequence[str] = ()) -> list[BrokenSource]:
+        """The broken files a selection needs: for a name, those that declare it (or, when no loaded task
+        has it, any whose names are unknown); for every task, a glob or a tag, any that may match."""
+        if not self.broken:
+            return []
+        if tags or not patterns:
+            return list(self.broken)
+        needed = []
+        for b in self.broken:
+            for p in patterns:
+                exact = not p.startswith("tag:") and not any(ch in p for ch in "*?[")
+                if (p in b.names) if exact and p in self._tasks else b.may_define(p):
+                    needed.append(b)
+                    break
+        return needed
+
+    def require(self, patterns: Sequence[str] = (), tags: Sequence[str] = ()) -> None:
+        """Raise the error of each broken file the selection needs (see `broken_for`); nothing if none."""
+        needed = self.broken_for(patterns, tags)
+        if needed:
+            raise broken_error(needed)
+
     def get(self, name: str) -> Task:
-        """The task called `name`; UnknownTaskError with close matches otherwise."""
+        """The task called `name`; UnknownTaskError with close matches otherwise (or the error of a
+        broken file that may define it)."""
+        self.require([name])
+        return self._lookup(name)
+
+    def _lookup(self, name: str) -> Task:
         if name in self._tasks:
             return self._tasks[name]
         prefix = pack_prefix(name)
@@ -215,16 +254,23 @@ class Registry:
         known = f" Known tasks: {', '.join(self.names())}." if self._tasks else " No tasks were found."
         raise UnknownTaskError(f"unknown task {name!r}{hint}{known}")
 
-    def select(self, patterns: Sequence[str] = (), tags: Sequence[str] = ()) -> list[Task]:
+    def select(self, patterns: Sequence[str] = (), tags: Sequence[str] = (), *,
+               skip_broken: bool = False) -> list[Task]:
         """Tasks matching any pattern (exact name, glob, or `tag:NAME`) and carrying all `tags`.
 
-        No patterns means every task. A plain name that is unknown, or a glob/tag that matches
-        nothing, is an UnknownTaskError: a typo must not silently select fewer tasks. (To mix
-        Task objects and paths with names, use `evalkit.load_tasks(..., registry=self)`.)
+        No patterns means every task. A plain name that is unknown, or a glob/tag (pattern or
+        `tags` entry) that matches nothing, is an UnknownTaskError: a typo must not silently select
+        fewer tasks. A broken task file the selection needs raises its error, unless `skip_broken`
+        (the caller reports `broken_for(...)` itself). (To mix Task objects and paths with names, use
+        `evalkit.load_tasks(..., registry=self)`.)
         """
         chosen: dict[str, Task] = {}
         if isinstance(patterns, str):
             patterns = [patterns]
+        if isinstance(tags, str):
+            tags = [tags]
+        if not skip_broken:
+            self.require(patterns, tags)
         for pattern in patterns or ["*"]:
             if not isinstance(pattern, str):
                 raise TypeError(f"Registry.select takes task names, globs or 'tag:NAME' strings, got "
@@ -242,11 +288,16 @@ class Registry:
                 if not hits and patterns:
                     raise UnknownTaskError(f"no task matches {pattern!r}; known tasks: {', '.join(self.names())}")
             else:
-                hits = [self.get(pattern)]
+                hits = [self._lookup(pattern) if skip_broken else self.get(pattern)]
             for t in hits:
                 chosen.setdefault(t.name, t)
         selected = list(chosen.values())
+        in_use = sorted({g for t in [*self, *selected] for g in t.tags})
         for tag in tags:
+            if tag not in in_use:  # a typo in --tag is an error, as a typo in a name is
+                close = difflib.get_close_matches(tag, in_use, n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+                raise UnknownTaskError(f"no task has tag {tag!r}{hint} Tags in use: {', '.join(in_use) or 'none'}.")
             selected = [t for t in selected if tag in t.tags]
         return selected
 
@@ -269,7 +320,8 @@ class Registry:
         return sorted(hits, key=lambda t: t.name)
 
 
-def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_to_bundled: bool = False) -> Registry:
+def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_to_bundled: bool = False,
+             keep_broken: bool = False) -> Registry:
     """Load every task from `paths` (folders or files) and, optionally, the entry points.
 
     Args:
@@ -277,6 +329,9 @@ def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_
             `fallback_to_bundled` is set (the default `tasks/` of a project that has none).
         entry_points: also load the `evalkit.tasks` entry-point group.
         fallback_to_bundled: when no given folder exists, use evalkit's bundled example tasks.
+        keep_broken: a file or entry point that fails to load (or defines a task another one
+            defines too) goes to `Registry.broken` instead of raising here; the registry raises its
+            error when a lookup needs it (`Registry.require`).
     """
     registry = Registry()
     existing = [Path(p) for p in paths if Path(p).exists()]
@@ -286,10 +341,25 @@ def discover(paths: Sequence[Path] = (), *, entry_points: bool = True, fallback_
         for p in paths:
             if not Path(p).exists():
                 raise ConfigError("task folder or file not found", file=p)
+    sources: list[tuple[str, Callable[[], list[Task]]]] = []
     for p in existing:
-        for t in load_path(p):
-            registry.add(t)
+        files = _task_files(p) if keep_broken and p.is_dir() else [p]
+        sources += [(str(f), functools.partial(load_path, f)) for f in files]
     if entry_points:
-        for t in load_entry_points():
-            registry.add(t)
+        sources += list(_entry_points(ENTRY_POINT_GROUP))
+    for source, load in sources:
+        if not keep_broken:
+            for t in load():
+                registry.add(t)
+            continue
+        try:
+            loaded = load()
+        except ConfigError as exc:
+            registry.broken.append(BrokenSource(source, exc, declared_names(Path(source))))
+            continue
+        for t in loaded:
+            try:
+                registry.add(t)
+            except ConfigError as exc:  # a second task of one name: both are in doubt
+                registry.broken.append(BrokenSource(source, exc, (t.name,)))
     return registry

@@ -73,8 +73,12 @@ def load_backend(spec: str, *, device: str | None = None, dtype: str | None = No
             sys.path.insert(0, str(Path.cwd()))  # like `python -m`, the working directory's modules
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's module: a mistake of theirs (exit 2), as a task plugin's
+            name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+            missing = name is not None and (module_name == name or module_name.startswith(name + "."))
+            why = (f"no module named {name!r} in the working directory or on sys.path" if missing
+                   else f"{type(exc).__name__}: {exc}")
+            raise ConfigError(f"cannot import {module_name}: {why}", field="--model") from None
         fn = getattr(module, func, None)
         if not callable(fn):
             raise ConfigError(f"{module_name} has no callable {func!r}", field="--model")

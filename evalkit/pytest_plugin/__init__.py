@@ -56,7 +56,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return None
     threshold = "task targets" if st.threshold is None else f"{st.threshold:g}"
     return (f"evalkit: model {st.model}, n={st.n}, seed={st.seed}, level={st.level}, threshold {threshold}"
-            f"{' (95% lower bound)' if st.lower_bound else ''}{', chat mode' if st.chat else ''}")
+            f"{' (95% lower bound)' if st.lower_bound else ''}{', chat mode' if st.chat else ''}"
+            f"{f', adaptive (alpha {st.alpha:g})' if st.adaptive else ''}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -40,9 +40,9 @@ def evalkit_run(request: pytest.FixtureRequest) -> Callable[..., RunRecord]:
 
     `tasks`: a name, glob, `tag:NAME`, Task, or a list of them (names from --evalkit-tasks-dir, else the
     project's task folders). The model: `@pytest.mark.evalkit(model=SPEC)` on the test, else
-    --evalkit-model; neither skips the test. n, seed, level and batch_size default to the --evalkit-*
-    options; other keywords go to `evalkit.evaluate`. The record stays in memory unless you pass
-    `reports_dir=` or `run_dir=`. Each task's rate is added to the test's JUnit properties.
+    --evalkit-model; neither skips the test. n, seed, level, batch_size, chat, adaptive and alpha default to
+    the --evalkit-* options; other keywords go to `evalkit.evaluate`. The record stays in memory unless you
+    pass `reports_dir=` or `run_dir=`. Each task's rate is added to the test's JUnit properties.
     """
     st = request.config.stash[STATE]
     marker = request.node.get_closest_marker("evalkit")
@@ -55,7 +55,8 @@ def evalkit_run(request: pytest.FixtureRequest) -> Callable[..., RunRecord]:
         from evalkit.run.runner import evaluate
 
         settings = {"n": st.n if n is None else n, "seed": st.seed, "level": st.level,
-                    "batch_size": st.batch_size, "chat": st.chat, **kwargs}
+                    "batch_size": st.batch_size, "chat": st.chat, "adaptive": st.adaptive, "alpha": st.alpha,
+                    **kwargs}
         record = evaluate(tasks=resolve_tasks(st, tasks), backend=backend, model_spec=spec, **settings)
         for t in record.tasks:
             request.node.user_properties.append((f"evalkit_rate[{t['name']}]", round(t["rate"], 6)))

@@ -98,10 +98,17 @@ class TaskItem(pytest.Item):
             raise TaskFailed(f"evalkit: task {name!r} has no target and no --evalkit-threshold was given "
                              "(fail closed: set target= on the task or pass --evalkit-threshold FLOAT)")
         assert st.model is not None
+        # Adaptive: decided against the threshold at --evalkit-alpha, stopping as soon as it is met or missed.
         record = evaluate(tasks=[self.task], backend=self.backend, model_spec=st.model, n=st.n, seed=st.seed,
-                          level=st.level, batch_size=st.batch_size, chat=st.chat, reports_dir=st.reports_dir())
+                          level=st.level, batch_size=st.batch_size, chat=st.chat, reports_dir=st.reports_dir(),
+                          adaptive=st.adaptive, alpha=st.alpha,
+                          task_settings={name: {"target": threshold}} if st.adaptive else None)
         t = record.task(name)
-        rule = Rule(min_pass_rate=threshold, use_lower_bound=st.lower_bound, max_error_rate=1.0, no_regression=False)
+        decision = (t.get("adaptive") or {}).get("decision")
+        # A decided task is judged on its rate, which is above the threshold when "met" and below it when
+        # "missed"; the Wilson lower bound is the fixed-n rule's, for a task that reached the cap undecided.
+        rule = Rule(min_pass_rate=threshold, use_lower_bound=st.lower_bound and decision in (None, "cap"),
+                    max_error_rate=1.0, no_regression=False)
         outcome = judge(record, GateConfig({name: rule}, source="pytest"), [self.task]).outcomes[0]
         where = str(record.path / "record.json") if record.path else ""
         self.user_properties.extend([
@@ -109,6 +116,7 @@ class TaskItem(pytest.Item):
             ("evalkit_low", round(t["low"], 6)), ("evalkit_high", round(t["high"], 6)),
             ("evalkit_threshold", threshold), ("evalkit_lower_bound", st.lower_bound), ("evalkit_n", t["n_samples"]),
             ("evalkit_errors", t["errors"]), ("evalkit_timeouts", t["timeouts"]), ("evalkit_record", where),
+            ("evalkit_adaptive", decision or ""),
         ])
         if not outcome.passed:
             source = "--evalkit-threshold" if st.threshold is not None else "task target"

@@ -30,6 +30,17 @@ def unit_float(text: str) -> float:
     return value
 
 
+def level(text: str) -> float:
+    """An option value in (0, 1) (a significance level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An option value >= 1 (a count)."""
     try:
@@ -59,6 +70,12 @@ def add_options(parser: pytest.Parser) -> None:
                     help="minimum pass rate for every task, overriding the tasks' targets")
     group.addoption("--evalkit-lower-bound", action="store_true", default=False,
                     help="compare the 95%% interval's lower end (not the rate) with the threshold")
+    group.addoption("--evalkit-adaptive", action="store_true", default=False,
+                    help="stop each task as soon as its threshold is decided met or missed at level "
+                         "--evalkit-alpha, valid however often it looks (--evalkit-n is the cap; as "
+                         "`evalkit run --adaptive`)")
+    group.addoption("--evalkit-alpha", type=level, default=0.05, metavar="ALPHA",
+                    help="with --evalkit-adaptive: the chance of a wrong decision allowed (default 0.05)")
     group.addoption("--evalkit-reports-dir", metavar="DIR", default=None,
                     help="where task items write run records (default: [tool.evalkit] reports, else ./reports)")
     group.addoption("--evalkit-tasks-dir", metavar="DIR", action="append", default=[],
@@ -81,6 +98,8 @@ class PluginState:
         self.chat: bool = opt("evalkit_chat")
         self.threshold: float | None = opt("evalkit_threshold")
         self.lower_bound: bool = opt("evalkit_lower_bound")
+        self.adaptive: bool = opt("evalkit_adaptive")
+        self.alpha: float = opt("evalkit_alpha")
         self.show_failures: int = opt("evalkit_show_failures")
         self._reports_dir: str | None = opt("evalkit_reports_dir")
         self._tasks_dirs = [Path(p).resolve() for p in opt("evalkit_tasks_dir")]

@@ -30,6 +30,9 @@ def failure_report(record: RunRecord, t: dict[str, Any], model: str, threshold: 
          f"(seed {record.data['settings']['seed']}, level {'default' if t['level'] is None else t['level']})"),
         f"  errors     {t['errors']} errors, {t['timeouts']} timeouts (counted as failures)",
     ]
+    if a := t.get("adaptive"):
+        lines.append(f"  adaptive   {a['decision']} after {a['used']} of {a['cap']} samples: {a['reason']} "
+                     f"(alpha {a['alpha']:g}, anytime-valid bound {a['bound'][0]:.1%} – {a['bound'][1]:.1%})")
     if record.path is not None:
         lines.append(f"  record     {record.path / 'record.json'}")
     failing = [s for s in record.samples() if s["task"] == t["name"] and s["status"] != "PASS"]
@@ -68,4 +71,5 @@ class TaskSummary:
             tr.write_line(f"{'PASS' if r['passed'] else 'FAIL'} {r['evalkit_task']:<20} "
                           f"{float(r['evalkit_rate']):7.1%}  95% CI {float(r['evalkit_low']):.1%}–"
                           f"{float(r['evalkit_high']):.1%}  n={r['evalkit_n']}  "
-                          f"threshold {float(r['evalkit_threshold']):.1%} on the {what}")
+                          f"threshold {float(r['evalkit_threshold']):.1%} on the {what}"
+                          + (f"  adaptive: {r['evalkit_adaptive']}" if r.get("evalkit_adaptive") else ""))

@@ -113,14 +113,38 @@ def per_second(x: float | None, unit: str) -> str:
     return f"{number(x)} {unit}/s"
 
 
+def examples_per_second(tm: dict[str, Any]) -> float | None:
+    """A task's examples per second over the time spent on them, generating and checking: the figure the
+    progress display shows. (The record's `examples_per_s` is generation alone: an oracle "generates"
+    millions a second, which no run ever does.) None when nothing was generated or timed."""
+    n, gen, check = tm.get("examples_generated"), tm.get("generate_s"), tm.get("check_s")
+    if isinstance(n, int) and isinstance(gen, (int, float)) and isinstance(check, (int, float)):
+        return n / (gen + check) if n and gen + check > 0 else None
+    return tm.get("examples_per_s")  # a record without the counts: the only figure it has
+
+
+def wall_time(record: RunRecord) -> tuple[str, float | None]:
+    """What the report calls the wall time, and its seconds: a fine-tuning record's is the training run's
+    (`meta.training.wall_s`, else its last evaluation's `wall_s`), not its best evaluation's."""
+    training = (record.data.get("meta") or {}).get("training")
+    if isinstance(training, dict):
+        history = training.get("history") if isinstance(training.get("history"), list) else []
+        total = training.get("wall_s", history[-1].get("wall_s") if history and isinstance(history[-1], dict)
+                             else None)
+        if isinstance(total, (int, float)):
+            return "training wall time", float(total)
+    return "wall time", record.data.get("timings", {}).get("total_s")
+
+
 def timing_line(t: dict[str, Any]) -> str:
-    """examples/s · tokens/s · generate · check (tokens/s only when the backend counted tokens)."""
+    """examples/s (generating and checking) · tokens/s (generating) · generate · check (tokens/s only when
+    the backend counted tokens)."""
     tm = t.get("timings", {})
     parts = []
     if tm.get("examples_generated", 1) == 0:
         parts.append("resumed from journal")
     else:
-        parts.append(per_second(tm.get("examples_per_s"), "ex"))
+        parts.append(per_second(examples_per_second(tm), "ex"))
     if tm.get("tokens_per_s"):
         parts.append(per_second(tm["tokens_per_s"], "tok"))
     parts.append(f"generate {seconds(tm.get('generate_s'))}")

@@ -30,6 +30,7 @@ from evalkit.reports._common import (
     target_text,
     timing_line,
     top_k,
+    wall_time,
 )
 from evalkit.reports.charts import PALETTE, Series, interval_bar, line_chart, mini_bar
 from evalkit.reports.html_assets import CSS, JS
@@ -105,8 +106,11 @@ def _header(record: RunRecord) -> str:
     if model.get("spec") and model.get("spec") != model.get("identity"):
         facts.append(("spec", e(model.get("spec")), True))
     facts += [("date", e(_date(d.get("created_at"))), False), ("evalkit", e(d.get("evalkit_version")), False),
-              ("samples", f"{n:,}", False), ("overall pass rate", pct(record.pass_rate), False),
-              ("wall time", e(seconds(d.get("timings", {}).get("total_s"))), False)]
+              ("samples", f"{n:,}", False), ("overall pass rate", pct(record.pass_rate), False)]
+    label, wall = wall_time(record)
+    facts.append((label, e(seconds(wall)), False))
+    if label != "wall time":  # fine-tuning: the evaluation shown is one of many
+        facts.append(("this evaluation", e(seconds(d.get("timings", {}).get("total_s"))), False))
     incomplete = "" if d.get("complete", True) else ' <span class="pill warn">incomplete run</span>'
     mono_attr = {True: ' class="mono"', False: ""}
     items = "".join(f"<div><dt>{k}</dt><dd{mono_attr[mono]}>{v}</dd></div>" for k, v, mono in facts)
@@ -132,7 +136,7 @@ def _cards(record: RunRecord, failures: Failures) -> str:
             foot.append(f'<span class="pill warn">{e(err)}</span>')
         if failures.count(t["name"]):
             foot.append(f'<a href="#failures-section" data-show-task="{e(t["name"])}">'
-                        f'{failures.count(t["name"])} failing →</a>')
+                        f'{_failing(failures, t["name"])} →</a>')
         cards.append(
             f'<article class="card {STATUS_CLASS[st]}"><div class="status">{STATUS_LABEL[st]}</div>'
             f'<h3>{e(t["name"])}</h3><div class="big">{whole}<small>.{frac}%</small></div>'
@@ -232,7 +236,7 @@ def _task_tables(record: RunRecord, failures: Failures) -> str:
             f'<details class="panel task-block"{" open" if st == "below" else ""}><summary><h3>{e(t["name"])}</h3>'
             f'<span class="pill {STATUS_CLASS[st]}">{STATUS_LABEL[st]}</span>'
             f'<span class="meta">{pct(t["rate"])} · 95% CI {interval(t)} · target {target_text(t)} · '
-            f'{failures.count(t["name"]):,} failing</span></summary>'
+            f'{_failing(failures, t["name"])}</span></summary>'
             f'<div class="grid2"><div>{levels}</div><dl class="kv">{facts}</dl></div></details>')
     return f'<h2>Per task</h2>{"".join(blocks)}'
 
@@ -258,18 +262,27 @@ def _failure_table(record: RunRecord, failures: Failures) -> str:
                       for t in record.tasks if failures.count(t["name"]))
     statuses = sorted({s["status"] for name in failures.shown for s in failures.shown[name]})
     st_opts = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in statuses)
-    note = ""
-    if len(rows) < total:
-        note = (f'<p class="note">{len(rows):,} of {total:,} failing samples included; '
-                "render with a larger max_failures (or verbosity 2) for all.</p>")
+    capped = ""
+    if len(rows) < total:  # said above the table, beside its count, and why
+        per_task = max(len(v) for v in failures.shown.values())
+        capped = (f'<p class="note" id="capped">The table lists {len(rows):,} of the {total:,} failing samples: '
+                  f"the first {per_task:,} of each task. <code>evalkit report RUN -o report.html -vv</code> lists "
+                  "every one (or a larger <code>--max-failures</code>).</p>")
+    listed = f"{len(rows):,} listed" + (f" · {total:,} failing in all" if len(rows) < total else "")
     return (f'<h2 id="failures-section">Failing samples</h2><section class="panel">'
             f'<div class="controls"><input id="q" type="search" placeholder="Search prompts, outputs, reasons…" '
             f'aria-label="search failing samples"><select id="ft" aria-label="task"><option value="">all tasks</option>'
             f'{options}</select><select id="fs" aria-label="status"><option value="">any status</option>{st_opts}'
-            f'</select><span class="count"><span id="shown">{len(rows):,}</span> of {len(rows):,} shown</span></div>'
+            f'</select><span class="count"><span id="shown">{len(rows):,}</span> shown of {listed}</span></div>{capped}'
             f'<div style="overflow-x:auto"><table id="failures"><thead><tr><th>task / example</th><th>status</th>'
             f'<th>prompt</th><th>expected</th><th>got (raw output)</th><th>answer</th><th>reason</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>{note}</section>')
+            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
+
+
+def _failing(failures: Failures, name: str) -> str:
+    """`152 failing`, and `(50 listed)` when the failing-samples table holds fewer of them."""
+    total, listed = failures.count(name), len(failures.of(name))
+    return f"{total:,} failing" + (f" ({listed:,} listed)" if listed < total else "")
 
 
 def _footer(record: RunRecord) -> str:

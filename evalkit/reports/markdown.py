@@ -19,6 +19,7 @@ from evalkit.reports._common import (
     any_k,
     collect_failures,
     errors_text,
+    examples_per_second,
     failure_limit,
     headline,
     interval,
@@ -29,6 +30,7 @@ from evalkit.reports._common import (
     status_word,
     target_text,
     top_k,
+    wall_time,
 )
 from evalkit.run.record import RunRecord
 
@@ -149,12 +151,14 @@ def _table(record: RunRecord) -> list[str]:
 def _timings(record: RunRecord) -> str:
     """One line of totals, and the per-task throughput folded away."""
     tm = record.data.get("timings", {})
-    line = (f"**timings** wall {seconds(tm.get('total_s'))} · generate {seconds(tm.get('generate_s'))} · "
-            f"check {seconds(tm.get('check_s'))}")
+    label, wall = wall_time(record)
+    evaluation = f" · this evaluation {seconds(tm.get('total_s'))}" if label != "wall time" else ""
+    line = (f"**timings** {label.replace(' time', '')} {seconds(wall)}{evaluation} · generate "
+            f"{seconds(tm.get('generate_s'))} · check {seconds(tm.get('check_s'))}")
     rows = ["| task | examples/s | tokens/s | generate | check |", "|:--|--:|--:|--:|--:|"]
     for t in record.tasks:
         tt = t.get("timings", {})
-        ex = "resumed" if tt.get("examples_generated", 1) == 0 else number(tt.get("examples_per_s"))
+        ex = "resumed" if tt.get("examples_generated", 1) == 0 else number(examples_per_second(tt))
         rows.append(f"| {inline(t['name'])} | {ex} | {number(tt.get('tokens_per_s'))} | "
                     f"{seconds(tt.get('generate_s'))} | {seconds(tt.get('check_s'))} |")
     return "\n".join([line, "", "<details>", "<summary>timings per task</summary>", "", *rows, "", "</details>"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
@@ -20,6 +21,7 @@ from evalkit.reports._common import (
     any_k,
     collect_failures,
     errors_text,
+    examples_per_second,
     failure_limit,
     headline,
     interval,
@@ -29,6 +31,7 @@ from evalkit.reports._common import (
     status_word,
     target_text,
     top_k,
+    wall_time,
 )
 from evalkit.run.record import RunRecord
 
@@ -73,16 +76,18 @@ def render_terminal(record: RunRecord, console: Console, verbosity: int = 0, max
 def summary_table(record: RunRecord) -> Table:
     """Task, n, pass rate, 95 % interval, pass@k (when k > 1), target, status, errors/timeouts."""
     show_k = any_k(record)
-    table = Table(header_style="bold", title_justify="left")
+    # Light rules and a two-space gap (a divider space, one of padding): 80 columns hold every column.
+    table = Table(header_style="bold", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1, 0, 0))
     table.add_column("task", no_wrap=True)
-    table.add_column("n", justify="right")
+    table.add_column("n", justify="right", no_wrap=True)
     table.add_column("pass rate", justify="right", no_wrap=True)
-    table.add_column("95% interval", justify="right", no_wrap=True)
+    table.add_column("95% CI", justify="right", no_wrap=True)
     if show_k:
         table.add_column("pass@k", justify="right", no_wrap=True)
     table.add_column("target", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("errors/timeouts")
+    table.add_column("errors, timeouts", min_width=8)  # wraps between words at a narrow width, never cut
     for t in record.tasks:
         status = status_word(t)
         row: list[Any] = [safe_text(t["name"], 60), str(t["n_samples"]), Text(pct(t["rate"]), style="bold"),
@@ -213,13 +218,16 @@ def _timings(record: RunRecord) -> RenderableType:
         tm = t.get("timings", {})
         resumed = tm.get("examples_generated", 1) == 0
         table.add_row(safe_text(t["name"], 60),
-                      "resumed" if resumed else number(tm.get("examples_per_s")),
+                      "resumed" if resumed else number(examples_per_second(tm)),
                       number(tm.get("tokens_per_s")),
                       seconds(tm.get("generate_s")), seconds(tm.get("check_s")))
     total = record.data.get("timings", {})
     table.add_row(Text("total", style="bold"), "", "", seconds(total.get("generate_s")),
                   seconds(total.get("check_s")))
-    foot = Text(f"wall time {seconds(total.get('total_s'))}", style="dim")
+    label, wall = wall_time(record)
+    foot = Text(f"{label} {seconds(wall)}", style="dim")
+    if label != "wall time":  # fine-tuning: the figures above are the best evaluation's
+        foot.append(f" · this evaluation {seconds(total.get('total_s'))}", style="dim")
     return Group(table, foot)
 
 

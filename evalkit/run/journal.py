@@ -152,6 +152,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._lock_path = self.path.with_suffix(self.path.suffix + ".lock")
         self._fd: int | None = None
         self.entries: dict[str, dict[str, Any]] = {}
         self.dropped = 0
@@ -159,15 +160,27 @@ class Journal:
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        # journal.jsonl.lock exists while a writer holds it: the writer removes it, still locked, on closing
+        # (kill -9 leaves it, unlocked, for the next writer). A file locked after its holder removed it is
+        # not the lock any more: take the one now at the path.
+        lock_path = self._lock_path
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise JournalLocked(f"{self.path} is being written by another evalkit process (pid {holder}); "
+                                    "wait for it to finish, or use another --run-id") from None
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                break
             os.close(fd)
-            raise JournalLocked(f"{self.path} is being written by another evalkit process (pid {holder}); "
-                                "wait for it to finish, or use another --run-id") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
@@ -187,6 +200,8 @@ class Journal:
             os.close(self._fd)
             self._fd = None
         if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock_path)  # while still locked: no other writer can hold this file now
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

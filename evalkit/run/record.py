@@ -136,9 +136,11 @@ def sample_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: list[dict[str, Any]],
-                timings: dict[str, Any]) -> dict[str, Any]:
+                timings: dict[str, Any], adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record's entry for one task, from its sample rows: pass rate over all samples with its Wilson
-    interval, pass@k over examples, per-level rates, errors and timeouts."""
+    interval, pass@k over examples, per-level rates, errors and timeouts; for an adaptive run, `adaptive`
+    (`evalkit.run.sequential.Sequential.to_dict`: samples used, cap, decision, bound) — the rate and the
+    Wilson interval are then those of the samples used."""
     summary = stats.summarize((s["status"], s["score"]) for s in samples)
     by_example: dict[str, list[bool]] = {}
     for s in samples:
@@ -150,7 +152,7 @@ def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: l
     levels = stats.per_level((s.get("level"), s["status"]) for s in samples)
     per_level = {("none" if lv is None else str(lv)): r.to_dict() for lv, r in levels.items()}
     target = task.target
-    return {
+    result = {
         "name": task.name, "version": task.version, "target": target, "source": task.source, "level": level,
         "generation": gen.to_dict(), "n_examples": len(by_example), "n_samples": summary.n,
         "passes": summary.passes, "rate": summary.rate, "low": summary.low, "high": summary.high,
@@ -158,6 +160,9 @@ def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: l
         "pass_at_k": pass_at_k, "per_level": per_level,
         "meets_target": None if target is None else summary.rate >= target, "timings": timings,
     }
+    if adaptive is not None:
+        result["adaptive"] = adaptive
+    return result
 
 
 def validate_record(data: Any, file: Path | str = "<record>") -> None:

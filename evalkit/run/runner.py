@@ -38,6 +38,7 @@ from evalkit.run.batching import BatchSizer, RunInterrupted, Tally, clean_output
 from evalkit.run.journal import JOURNAL_FILE, Journal, dump_line, prompt_fingerprint, sample_key
 from evalkit.run.posthoc import compare_records, rescore
 from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, sample_row, task_result, utc_now
+from evalkit.run.sequential import DEFAULT_ALPHA, Sequential, adaptive_targets, seeded_order
 from evalkit.version import __version__
 
 # rescore and compare_records live in posthoc.py; callers import them from here too.
@@ -133,6 +134,8 @@ def evaluate(
     keep_samples: bool = True,
     task_settings: dict[str, dict[str, Any]] | None = None,
     chat: bool = False,
+    adaptive: bool = False,
+    alpha: float = DEFAULT_ALPHA,
 ) -> RunRecord:
     """Evaluate a model on tasks and return the run record.
 
@@ -158,10 +161,15 @@ def evaluate(
         progress: called as progress(task, done, total) after each batch.
         meta: free-form data stored in the record (e.g. the training step).
         keep_samples: keep every sample inline in the returned record (without a run folder).
-        task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}.
+        task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}, and of the
+            `target` an adaptive run decides against.
         chat: chat mode: prompt with each task's chat form (`Task.messages`: system message, few-shot
             turns, the question), which the backend renders with the model's chat template. Part of
             every journal key and the run id, and recorded (settings.chat, each task's generation.chat).
+        adaptive: evaluate each task's n examples in a seeded random order, in rounds, and stop the task as soon
+            as "target met" or "target missed" is decided at level `alpha`, valid however many rounds are
+            looked at (`evalkit.run.sequential`); at n undecided, decide as a fixed-n run. Needs k = 1 and a
+            target per task. The task's entry says how many samples were used and why it stopped (`adaptive`).
 
     Raises:
         ConfigError: bad settings. NothingToRun: no tasks or no examples. UnknownTaskError: a task
@@ -180,6 +188,7 @@ def evaluate(
         task_list = [t.for_chat() for t in task_list]
     if not task_list:
         raise NothingToRun("no tasks to evaluate")
+    targets = adaptive_targets(task_list, task_settings, k=k, alpha=alpha) if adaptive else {}
     backend = _make_backend(model, tokenizer, backend, model_spec, batch_size)
     identity = backend.identity  # read once: for in-memory weights it is a hash of every tensor
     if chat:
@@ -192,6 +201,8 @@ def evaluate(
         settings["task_settings"] = task_settings
     if chat:  # only when on: raw runs keep the ids they always had
         settings["chat"] = True
+    if adaptive:
+        settings["adaptive"] = {"alpha": alpha}
     if run_dir is None and reports_dir is not None:
         run_id = run_id or run_id_for(spec, identity, {kk: v for kk, v in settings.items() if kk != "batch_size"},
                                       task_list)
@@ -218,7 +229,8 @@ def evaluate(
                 result, samples = _run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed,
                                             k=k, temperature=temperature, top_p=top_p, split=split,
                                             level=own.get("level", level), batch_size=batch_size,
-                                            max_new_tokens=max_new_tokens, progress=progress, chat=chat, tally=tally)
+                                            max_new_tokens=max_new_tokens, progress=progress, chat=chat, tally=tally,
+                                            sequential=Sequential(targets[task.name], alpha) if adaptive else None)
                 task_results.append(result)
                 if sink is not None:
                     sink.writelines(dump_line(s) for s in samples)
@@ -295,11 +307,14 @@ class _Scorer:
 def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, scorer: _Scorer, *,
               n: int | None, seed: int, k: int, temperature: float, top_p: float, split: str, level: int | None,
               batch_size: int, max_new_tokens: int | None, progress: ProgressFn | None, chat: bool = False,
-              tally: Tally | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              tally: Tally | None = None, sequential: Sequential | None = None
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     tally = tally if tally is not None else Tally()
     examples = task.examples(split, n=n, seed=seed, level=level)
     if not examples:
         raise NothingToRun(f"task {task.name!r} has no {split} examples (level {level})")
+    if sequential is not None:  # the same examples as a fixed-n run, in a seeded random order
+        sequential.cap = len(examples)
     mnt = max_new_tokens or task.generation.max_new_tokens or size_max_new_tokens(task, examples, backend)
     gen = GenerationConfig(max_new_tokens=mnt, stop=task.generation.stop, temperature=temperature, top_p=top_p,
                            chat=chat)
@@ -314,60 +329,68 @@ def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal
             entry = journal.get(key)
             if entry is not None and "failed" not in entry:  # a failed sample is generated again
                 found[key_id] = entry
-        tally.resumed += len(found)
-    pending = [ex for ex in examples if any((ex.id, i) not in found for i in range(k))]
-    done = len(examples) - len(pending)
-    if progress:
-        progress(task.name, done, len(examples))
+    resumed = set(found)
+    order = seeded_order(examples, f"{task.name}/{seed}") if sequential else examples
     gen_s = check_s = 0.0
     gen_tokens = prompt_tokens = generated_examples = 0
     sizer = BatchSizer(batch_size, backend, journaled=journal is not None)
-    lo = 0
-    while lo < len(pending):
-        batch = pending[lo: lo + sizer.size]
-        lo += len(batch)
-        t0 = time.perf_counter()
-        if isinstance(backend, ExampleGenerator):
-            raw = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
-        else:
-            prompts = [messages[ex.id] if chat else ex.prompt for ex in batch]
-            raw = backend.generate(prompts, gen, seed=seed, num_samples=k)
-        outputs = clean_outputs(raw, len(batch), k, identity)
-        gen_s += time.perf_counter() - t0
-        gen_tokens += backend.last_stats.generated_tokens
-        prompt_tokens += backend.last_stats.prompt_tokens
-        generated_examples += len(batch)
-        t1 = time.perf_counter()
-        jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
-        to_check = [(ex, output) for ex, _, output in jobs if not isinstance(output, FailedOutput)]
-        checked = iter(scorer.score(task, to_check))
-        check_s += time.perf_counter() - t1
-        entries = []
-        for ex, i, output in jobs:
-            entry = {"key": keys[(ex.id, i)], "model": identity, "task": task.name, "task_version": task.version,
-                     "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key}
-            if isinstance(output, FailedOutput):
-                entry.update(output="", answer="", failed=output.error,
-                             verdict={"status": "ERROR", "score": 0.0, "reason": f"no output: {output.error}"})
-                tally.failed += 1
-            else:
-                sc = next(checked)
-                entry.update(output=str(output), answer=sc.answer, verdict=sc.verdict.to_dict())
-            if chat:
-                entry["messages"] = messages[ex.id]
-            entries.append(entry)
-            found[(ex.id, i)] = entry
-        if journal is not None:
-            journal.append(entries)  # on disk before the next batch is asked for
-        tally.generated += len(entries)
-        sizer.done(len(batch), time.perf_counter() - t0)
-        done += len(batch)
+    start = 0  # examples of `order` looked at so far; an adaptive run looks after each round, else once at the end
+    for end in sequential.looks() if sequential else [len(order)]:
+        pending = [ex for ex in order[start:end] if any((ex.id, i) not in found for i in range(k))]
+        done, start = end - len(pending), end
         if progress:
             progress(task.name, done, len(examples))
-    samples = [sample_row(found[(ex.id, i)]) for ex in examples for i in range(k)]
+        while pending:
+            batch, pending = pending[: sizer.size], pending[sizer.size:]
+            t0 = time.perf_counter()
+            if isinstance(backend, ExampleGenerator):
+                raw = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
+            else:
+                prompts = [messages[ex.id] if chat else ex.prompt for ex in batch]
+                raw = backend.generate(prompts, gen, seed=seed, num_samples=k)
+            outputs = clean_outputs(raw, len(batch), k, identity)
+            gen_s += time.perf_counter() - t0
+            gen_tokens += backend.last_stats.generated_tokens
+            prompt_tokens += backend.last_stats.prompt_tokens
+            generated_examples += len(batch)
+            t1 = time.perf_counter()
+            jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
+            to_check = [(ex, output) for ex, _, output in jobs if not isinstance(output, FailedOutput)]
+            checked = iter(scorer.score(task, to_check))
+            check_s += time.perf_counter() - t1
+            entries = []
+            for ex, i, output in jobs:
+                entry = {"key": keys[(ex.id, i)], "model": identity, "task": task.name, "task_version": task.version,
+                         "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key}
+                if isinstance(output, FailedOutput):
+                    entry.update(output="", answer="", failed=output.error,
+                                 verdict={"status": "ERROR", "score": 0.0, "reason": f"no output: {output.error}"})
+                    tally.failed += 1
+                else:
+                    sc = next(checked)
+                    entry.update(output=str(output), answer=sc.answer, verdict=sc.verdict.to_dict())
+                if chat:
+                    entry["messages"] = messages[ex.id]
+                entries.append(entry)
+                found[(ex.id, i)] = entry
+            if journal is not None:
+                journal.append(entries)  # on disk before the next batch is asked for
+            tally.generated += len(entries)
+            sizer.done(len(batch), time.perf_counter() - t0)
+            done += len(batch)
+            if progress:
+                progress(task.name, done, len(examples))
+        if sequential and sequential.look(sum(found[(ex.id, 0)]["verdict"]["status"] == "PASS" for ex in order[:end]),
+                                          end):
+            break
+    used = order[:start]
+    tally.resumed += sum((ex.id, i) in resumed for ex in used for i in range(k))
+    if progress and len(used) < len(examples):
+        progress(task.name, len(used), len(used))  # stopped early: the task is done
+    samples = [sample_row(found[(ex.id, i)]) for ex in used for i in range(k)]
     timings = {"generate_s": round(gen_s, 4), "check_s": round(check_s, 4),
                "examples_per_s": round(generated_examples / gen_s, 2) if gen_s > 0 else 0.0,
                "tokens_per_s": round(gen_tokens / gen_s, 2) if gen_s > 0 else 0.0,
                "generated_tokens": gen_tokens, "prompt_tokens": prompt_tokens,
-               "examples_generated": generated_examples, "examples_resumed": len(examples) - generated_examples}
-    return task_result(task, gen, level, samples, timings), samples
+               "examples_generated": generated_examples, "examples_resumed": len(used) - generated_examples}
+    return task_result(task, gen, level, samples, timings, sequential.to_dict() if sequential else None), samples

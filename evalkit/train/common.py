@@ -151,24 +151,30 @@ class Run:
         from evalkit.run.runner import evaluate
 
         recipe = self.recipe
-        settings = {t.task: {k: v for k, v in (("n", t.n), ("level", t.level)) if v is not None}
-                    for t in recipe.targets}
+        settings: dict[str, dict[str, Any]] = {
+            t.task: {k: v for k, v in (("n", t.n), ("level", t.level)) if v is not None} for t in recipe.targets}
+        if recipe.eval_adaptive:  # each task stops once its target is decided met or missed (eval.adaptive)
+            settings = {name: {**s, "target": self.target_of(name)} for name, s in settings.items()}
         folder = self.output / "evals" / f"step-{step:06d}"
         if folder.exists() and not (folder / "record.json").exists():
             shutil.rmtree(folder)  # a half-written evaluation from a killed run: redo it
         record = evaluate(model=model, tokenizer=self.tokenizer, tasks=self.tasks, n=recipe.eval_n,
                           seed=recipe.eval_seed, batch_size=recipe.eval_batch_size, task_settings=settings,
                           check_timeout=self.check_timeout, run_dir=folder, run_id=f"{recipe.name}-step-{step:06d}",
-                          chat=recipe.eval_chat, meta={"training": {"step": step, "recipe": str(recipe.file)}})
+                          chat=recipe.eval_chat, meta={"training": {"step": step, "recipe": str(recipe.file)}},
+                          adaptive=recipe.eval_adaptive, alpha=recipe.eval_alpha)
         rates, met_all, margins = {}, True, []
         for t in record.tasks:
             target, on = self.target_of(t["name"]), self.targets[t["name"]].on
             measured = t["low"] if on == "lower_bound" else t["rate"]
-            met = measured >= target
+            decision = t.get("adaptive", {}).get("decision")  # met/missed: decided at eval.alpha; cap: as fixed n
+            met = decision == "met" if decision in ("met", "missed") else measured >= target
             met_all &= met
             margins.append(measured - target)
             rates[t["name"]] = {"rate": t["rate"], "low": t["low"], "high": t["high"], "target": target,
-                                "on": on, "met": met}
+                                "on": on, "met": met, "n": t["n_samples"]}
+            if decision:
+                rates[t["name"]]["decision"] = decision
         entry = {"step": step, "epoch": epoch, "loss": self.last_loss, "wall_s": round(self.elapsed(), 2),
                  "rates": rates, "all_met": met_all, "record": str(folder.relative_to(self.output)),
                  **copy.deepcopy(self.entry_extra)}

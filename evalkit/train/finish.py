@@ -83,6 +83,7 @@ def final_record(run: Run, best_step: int | None, data_report: dict[str, Any]) -
             t["meets_target"] = t["rate"] >= t["target"]
     data["meta"] = {**data.get("meta", {}), "training": {
         "recipe": str(recipe.file), "mode": recipe.mode, "best_step": best_step,
+        "wall_s": round(run.elapsed(), 2),  # the whole run's (over resumes), not the best evaluation's
         "history": run.state.history, "stopped_because": run.state.stopped_because, "data": data_report,
         "targets": {t.task: {"target": run.target_of(t.task), "on": t.on} for t in recipe.targets},
         **({"eval_checkers": recipe.eval_checkers} if recipe.eval_checkers else {}),
