@@ -227,6 +227,26 @@ def _version_problems(t: dict[str, Any], installed: int | None) -> list[str]:
     return []
 
 
+def _adaptive_problems(t: dict[str, Any], block: dict[str, Any]) -> list[str]:
+    """An adaptive task's block against its counts: the samples used are the record's, and a met/missed
+    decision is the one the sequential test makes on those counts (evalkit.run.sequential.decide)."""
+    from evalkit.run.sequential import decide
+
+    if block.get("used") != t["n_samples"] or not 0 < t["n_samples"] <= block.get("cap", -1):
+        return [f"the adaptive block does not add up: {block.get('used')!r} used of {block.get('cap')!r} for "
+                f"{t['n_samples']} samples"]
+    decision = block.get("decision")
+    if decision in ("met", "missed") and is_finite_number(block.get("target")) and is_finite_number(block.get("alpha")):
+        try:
+            made = decide(t["passes"], t["n_samples"], float(block["target"]), float(block["alpha"]))
+        except ValueError:
+            made = None
+        if made != decision:
+            return [f"the adaptive decision {decision!r} is not what {t['passes']} passes of {t['n_samples']} "
+                    f"samples give at alpha {block['alpha']} against {block['target']:.1%} ({made or 'undecided'})"]
+    return []
+
+
 def _number_problems(t: dict[str, Any]) -> list[str]:
     """What is wrong with a task entry's numbers: each a message; [] when they are finite and add up."""
     counts = {k: t.get(k) for k in ("n_samples", "n_examples", "passes", "errors", "timeouts")}
@@ -248,7 +268,9 @@ def _number_problems(t: dict[str, Any]) -> list[str]:
         problems.append(f"counts do not add up: {t['n_examples']} examples for {n} samples")
     elif not math.isclose(rate, passes / n if n else 0.0, abs_tol=1e-9):
         problems.append(f"counts do not add up: rate {rate:.1%} but {passes} passes of {n} samples")
-    else:
+    elif isinstance(t.get("adaptive"), dict):
+        problems += _adaptive_problems(t, t["adaptive"])
+    if not problems:
         want_low, want_high = wilson_interval(passes, n)
         if not (math.isclose(low, want_low, abs_tol=1e-6) and math.isclose(high, want_high, abs_tol=1e-6)):
             problems.append(f"the interval {low:.1%}–{high:.1%} is not the 95% Wilson interval of {passes} passes "

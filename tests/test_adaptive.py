@@ -237,6 +237,21 @@ def test_weak_model_stops_at_the_first_look_and_the_gate_judges_it(tmp_path):
     assert not result.passed and "pass rate" in result.outcomes[0].reasons[0]  # judged, not "inconsistent"
 
 
+def test_the_gate_refuses_an_adaptive_block_that_does_not_match_its_counts(tmp_path):
+    import copy
+
+    from evalkit.run.record import RunRecord
+
+    record = evaluate(tasks=[Coin], backend=OracleBackend(), n=200, adaptive=True, reports_dir=tmp_path)
+    data = load_record(record.path).data
+    assert judge(RunRecord(data), GateConfig({"coin": Rule(min_pass_rate=0.5)}), [Coin]).passed
+    for field, value, says in [("decision", "missed", "is not what"), ("used", 150, "does not add up")]:
+        spoiled = copy.deepcopy(data)
+        spoiled["tasks"][0]["adaptive"][field] = value
+        result = judge(RunRecord(spoiled), GateConfig({"coin": Rule(min_pass_rate=0.5)}), [Coin])
+        assert not result.passed and says in result.outcomes[0].reasons[0], result.outcomes[0].reasons
+
+
 def test_perfect_model_is_met_after_88_straight_passes(tmp_path):
     record = evaluate(tasks=[Coin], backend=OracleBackend(), n=200, adaptive=True, reports_dir=tmp_path)
     t = _check_entry(record, "coin")
