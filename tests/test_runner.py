@@ -78,14 +78,17 @@ class Parity:
         return str(ex["n"])
 
     def check(self, ex, answer):
-        time.sleep(0.003)
+        # 10 ms: enough work (2 s in all) that the pool grows past one worker even when forks are slow
+        # (a loaded machine); it grows only when the remaining work outweighs starting a worker.
+        time.sleep(0.01)
         return verdict(answer == str(ex["n"]) and ex["n"] % 2 == 0, f"{answer} in {os.getpid()}")
 
 
 def test_verdicts_stay_with_their_samples_whatever_the_check_workers():
     """Checks run in worker processes, in chunks, several at once; each verdict still lands on its sample."""
     for workers in (1, 4):
-        samples = list(evaluate(tasks=[Parity], model_spec="oracle", n=None, check_workers=workers).samples())
+        samples = list(evaluate(tasks=[Parity], model_spec="oracle", n=None, check_workers=workers,
+                                batch_size=200).samples())
         assert [s["status"] == "PASS" for s in samples] == [int(s["prompt"]) % 2 == 0 for s in samples]
         assert all(s["reason"].startswith(f"{s['prompt']} in ") for s in samples)
         pids = {s["reason"].split(" in ")[1] for s in samples}
