@@ -200,7 +200,7 @@ def judge(record: RunRecord, config: GateConfig, installed: Installed | None = N
                                    "finish it (the same command resumes it) before gating")
         if not allow_version_mismatch:
             record_problems += _version_problems(t, versions.get(name))
-        record_problems += _number_problems(t)
+        record_problems += _number_problems(t) + _setting_problems(t, record.data.get("settings"), config.run)
         if record_problems:
             outcomes.append(TaskOutcome(name, ExitCode.FAILED, tuple(record_problems), *_shown(t)))
             continue
@@ -225,6 +225,23 @@ def _version_problems(t: dict[str, Any], installed: int | None) -> list[str]:
         return [f"the record was made with version {version} of the task, the installed task is version "
                 f"{installed}: {_MISMATCH_HINT}"]
     return []
+
+
+def _setting_problems(t: dict[str, Any], settings: Any, run: Mapping[str, Any]) -> list[str]:
+    """What the record measured against what the gate's `run:` section says it gates: a record made at another
+    difficulty level, or in the other prompt form (chat or raw), does not measure what the thresholds are for."""
+    problems = []
+    level = run.get("level")
+    measured = sorted(k for k in (t.get("per_level") or {}) if k not in ("None", "null"))
+    if isinstance(level, int) and not isinstance(level, bool) and measured and measured != [str(level)]:
+        problems.append(f"the record measured level {', '.join(measured)}; the gate's run.level is {level} "
+                        "(rerun at that level, or gate with a config made for this one)")
+    chat = run.get("chat")
+    made = settings.get("chat", False) if isinstance(settings, dict) else None
+    if isinstance(chat, bool) and made is not None and bool(made) != chat:
+        forms = {True: "chat form (--chat)", False: "raw prompts"}
+        problems.append(f"the record was made with {forms[bool(made)]}; the gate's run.chat says {forms[chat]}")
+    return problems
 
 
 def _adaptive_problems(t: dict[str, Any], block: dict[str, Any]) -> list[str]:

@@ -186,3 +186,19 @@ def test_gate_markdown_and_junit_show_untrusted_text_literally():
     assert cases["reverse"].find("failure").get("message") == "pass rate 50.0% < 95.0%; 2 errors"
     error = cases["odd|<b>name"].find("error")
     assert "\\x1b[31m" in error.get("message") and error.text.endswith("</script> \\x1b[31m")
+
+
+@pytest.mark.parametrize("run_section,passes,says", [
+    ("run: {level: 3}", True, None),                      # the default level of addition is 3: what was measured
+    ("run: {level: 2}", False, "the record measured level 3; the gate's run.level is 2"),
+    ("run: {chat: false}", True, None),
+    ("run: {chat: true}", False, "the record was made with raw prompts; the gate's run.chat says chat form"),
+])
+def test_a_record_made_at_other_settings_than_the_gates_run_fails(runs, tmp_path, run_section, passes, says):
+    """The thresholds are for what `run:` describes: an easier level, or the other prompt form, is not it."""
+    _, good, _ = runs
+    config = load_gate(write_gate(tmp_path, f"tasks:\n  addition: {{min_pass_rate: 0.9}}\n{run_section}\n"))
+    result = judge(good, config, [ADDITION, REVERSE])
+    assert result.passed is passes
+    if says:
+        assert says in " ".join(outcome(result, "addition").reasons)
