@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TASKS
+from conftest import FIXTURES, REPO, TASKS
 from rich.console import Console
 
 from evalkit.run.record import RunRecord, load_record
@@ -114,6 +114,23 @@ def test_the_finetune_hint_names_the_projects_gate_config(project, monkeypatch):
     assert gate_command(project / "reports" / "x") == "evalkit gate reports/x  (rules: the recipe's targets)"
     (project / "gate.yaml").write_text("tasks:\n  count: {min_pass_rate: 0.9}\n")
     assert gate_command(project / "reports" / "x") == "evalkit gate reports/x --config gate.yaml"
+    # A recipe that names its gate (`gate:`) is pointed at it, whatever the project's default.
+    (project / "gate-small.yaml").write_text("tasks:\n  count: {min_pass_rate: 0.5}\n")
+    assert (gate_command(project / "reports" / "x", project / "gate-small.yaml")
+            == "evalkit gate reports/x --config gate-small.yaml")
+
+
+def test_a_recipes_gate_must_exist(tmp_path):
+    from evalkit.errors import ConfigError
+    from evalkit.train.recipe import load_recipe
+
+    text = (FIXTURES / "ft" / "quick.yaml").read_text()
+    (tmp_path / "recipe.yaml").write_text(text + "gate: ../nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="recipe.yaml: field 'gate': gate config not found"):
+        load_recipe(tmp_path / "recipe.yaml")
+    (tmp_path / "gate.yaml").write_text("tasks:\n  initials: {min_pass_rate: 0.5}\n")
+    (tmp_path / "recipe.yaml").write_text(text + "gate: gate.yaml\n")
+    assert load_recipe(tmp_path / "recipe.yaml").gate == tmp_path / "gate.yaml"
 
 
 # -- 3. user mistakes are exit 2, with what and where --------------------------------------------------------

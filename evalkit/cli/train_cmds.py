@@ -32,15 +32,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         out.print(f"run record:  {result.record_path}", soft_wrap=True)
         if (result.output / "report.html").is_file():
             out.print(f"report:      {result.output / 'report.html'}", soft_wrap=True)
-        out.print(safe_text(f"gate it:     {gate_command(result.output)}", 2000), soft_wrap=True)
+        out.print(safe_text(f"gate it:     {gate_command(result.output, recipe_gate(Path(args.recipe)))}", 2000),
+                  soft_wrap=True)
     return result.exit_code
 
 
-def gate_command(output: Path) -> str:
-    """The command that gates a fine-tune's output as `evalkit gate` would judge it here: by the project's gate
-    config when there is one (named, so the line works from anywhere), else by the recipe's targets."""
+def recipe_gate(recipe: Path) -> Path | None:
+    """The gate config a recipe names (`gate:`), if it names one."""
+    from evalkit.train.recipe import load_recipe
+
+    return load_recipe(recipe).gate
+
+
+def gate_command(output: Path, gate: Path | None = None) -> str:
+    """The command that gates a fine-tune's output: by the recipe's own gate config (`gate:`) when it names
+    one, else as `evalkit gate` would judge it here: by the project's gate config when there is one (named, so
+    the line works from anywhere), else by the recipe's targets."""
     from evalkit.cli.gate_cmd import project_gate_file
 
+    if gate is not None:
+        return f"evalkit gate {_relative(output)} --config {_relative(gate)}"
     config = load_config()
     if config.raw.get("gate"):
         return f"evalkit gate {_relative(output)}  (rules: [tool.evalkit.gate] in {_relative(config.pyproject)})"

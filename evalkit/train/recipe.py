@@ -70,10 +70,20 @@ class Recipe:
     eval_chat: bool = False  # evaluate in chat mode (the tasks' chat forms, the model's chat template)
     eval_adaptive: bool = False  # stop each evaluation of a task once its target is decided (evalkit.run.sequential)
     eval_alpha: float = 0.05  # the adaptive decisions' level
+    gate: Path | None = None  # the gate config the result is meant for (the finetune's closing hint names it)
 
     @property
     def base_is_scratch(self) -> bool:
         return self.model["base"] == "scratch"
+
+
+def _gate_file(data: dict[str, Any], path: Path) -> Path | None:
+    if not data.get("gate"):
+        return None
+    gate = (path.parent / data["gate"]).resolve()
+    if not gate.is_file():
+        raise ConfigError(f"gate config not found: {gate}", file=path, field="gate")
+    return gate
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +193,7 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         expert_iteration={**EXPERT_ITERATION_DEFAULTS, **(data.get("expert_iteration") or {})},
         grpo={**GRPO_DEFAULTS, **(data.get("grpo") or {})}, curriculum=curriculum, eval_checkers=eval_checkers,
         eval_chat=ev.get("chat", False), eval_adaptive=ev.get("adaptive", False), eval_alpha=ev.get("alpha", 0.05),
+        gate=_gate_file(data, path),
     )
 
 
