@@ -400,3 +400,26 @@ def test_a_finetune_log_says_what_its_record_says(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "evals").iterdir()) == [
         f"step-{h['step']:06d}" for h in history]
     assert "gate it:     evalkit gate out  (rules: the recipe's targets)" in out.stdout
+
+
+def test_the_eta_is_to_whichever_budget_ends_first():
+    """A 20-minute recipe with 1,500 steps at 0.2 steps/s ends by the clock: the line's ETA says so."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from evalkit.train.display import TrainingDisplay
+
+    buf = io.StringIO()
+    display = TrainingDisplay(Console(file=buf, width=200), every=0)
+    display.max_minutes = 0.5  # 30 s of budget, 10 of it spent
+    display.started = time.monotonic() - 10
+    display.progress(0, 1_000_000, None)
+    time.sleep(0.05)
+    display.progress(1, 1_000_000, None)  # ~20 steps/s: a million steps would take ~14 hours
+    line = buf.getvalue().strip().splitlines()[-1]
+    assert re.search(r"ETA 0:(19|20) to the time budget$", line), line
+    display.max_minutes = None
+    display.progress(2, 1_000_000, None)
+    assert buf.getvalue().strip().splitlines()[-1].endswith("to the step budget")

@@ -42,6 +42,7 @@ class TrainingDisplay:
         self.loss: float | None = None
         self.history: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self.max_minutes: float | None = None
         self.header = ""
         self.every = every if every is not None else _seconds_from_env()
         self._pending: dict[str, Any] | None = None  # an evaluation whose line waits for its step's loss
@@ -53,6 +54,7 @@ class TrainingDisplay:
         params = sum(p.numel() for p in model.parameters())
         drawn = sum(data_report.drawn.values())
         removed = sum(sum(c.values()) for c in data_report.removed.values())
+        self.max_minutes = recipe.max_minutes  # the budget a line's ETA is to: steps or minutes, whichever ends first
         self.header = (f"[bold]{recipe.name}[/] · {params / 1e6:.2f}M params · {drawn:,} training rows "
                        f"({removed:,} removed by filters, {data_report.contamination_found} eval overlaps dropped)"
                        + (f" · resumed from {resume_from.name}" if resume_from else ""))
@@ -107,8 +109,10 @@ class TrainingDisplay:
         when, first = self._first or (now, self.step)
         rate = (self.step - first) / (now - when) if now > when and self.step > first else 0.0
         if rate:
-            left = (self.max_steps - self.step) / rate
-            parts += [f"{rate:.2f} steps/s", f"ETA {int(left) // 60}:{int(left) % 60:02d} to the step budget"]
+            left, budget = (self.max_steps - self.step) / rate, "step"
+            if self.max_minutes is not None and self.max_minutes * 60 - (now - self.started) < left:
+                left, budget = max(0.0, self.max_minutes * 60 - (now - self.started)), "time"  # the one that binds
+            parts += [f"{rate:.2f} steps/s", f"ETA {int(left) // 60}:{int(left) % 60:02d} to the {budget} budget"]
         return " · ".join(parts)
 
     def stop(self) -> None:
