@@ -48,18 +48,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars
 
 
-def matmul_flops(seconds: float = 1.0, n: int = 512) -> float:
-    """This machine's fp32 matmul rate (FLOP/s) at the training thread count."""
+def matmul_flops(n: int = 512) -> float:
+    """This machine's fp32 matmul rate (FLOP/s) at the training thread count (gpu_bench's measurement)."""
     import torch
+    from gpu_bench import matmul_rate  # a sibling script (bench/ is on sys.path when one runs)
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start)
+    return matmul_rate(torch.float32, n=n)
 
 
 def parse_overrides(items: list[str]) -> dict:
