@@ -383,6 +383,30 @@ def compare_e2e(cfg: Config, size: Size, model: Any, tok: Any, workdir: Path, no
 
 # -- comparison 2: the generation core -------------------------------------------------------
 
+class StopGroups:
+    """evalkit's contender in the generation core: one `HFBackend.generate` call per distinct stop set (rows
+    keep their order within it); `generated` is the tokens the last call generated, `groups` the row indices."""
+
+    def __init__(self, backend: Any, prompts: Sequence[Any], stops: Sequence[tuple[str, ...]], max_new: int):
+        self.backend, self.prompts, self.max_new, self.generated = backend, prompts, max_new, 0
+        self.groups: dict[tuple[str, ...], list[int]] = {}
+        for i, s in enumerate(stops):
+            self.groups.setdefault(s, []).append(i)
+
+    def __call__(self) -> list[str]:
+        from evalkit.core.task import GenerationConfig
+
+        out = [""] * len(self.prompts)
+        self.generated = 0
+        for s, idx in self.groups.items():
+            got = self.backend.generate([self.prompts[i] for i in idx], GenerationConfig(max_new_tokens=self.max_new,
+                                                                                         stop=s))
+            self.generated += self.backend.last_stats.generated_tokens
+            for i, o in zip(idx, got):
+                out[i] = o[0]
+        return out
+
+
 def derive_stops(outputs: Sequence[str], max_new: int, seed: int) -> list[tuple[str, ...]]:
     """Per-row stop strings from the model's own stop-free output (see the module docstring)."""
     from evalkit.models.tiny import SPECIAL_TOKENS
@@ -443,21 +467,7 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     reference = [cut_at_stop(f, s) for f, s in zip(full, stops)]
     need = row_lengths(full, reference, stops, cfg.max_new)
     capped = sum(1 for n in need if n >= cfg.max_new)
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, s in enumerate(stops):
-        groups.setdefault(s, []).append(i)
-
-    generated = [0]  # tokens evalkit generated: exactly the tokens the answers need (rows leave when done)
-
-    def run_evalkit() -> list[str]:
-        out = [""] * len(prompts)
-        generated[0] = 0
-        for s, idx in groups.items():
-            got = backend.generate([prompts[i] for i in idx], GenerationConfig(max_new_tokens=cfg.max_new, stop=s))
-            generated[0] += backend.last_stats.generated_tokens
-            for i, o in zip(idx, got):
-                out[i] = o[0]
-        return out
+    run_evalkit = StopGroups(backend, prompts, stops, cfg.max_new)  # one generate call per distinct stop set
 
     with quiet():
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, device="cpu", add_bos_token=True)
@@ -486,12 +496,13 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
         return out
 
     res = race({"evalkit": run_evalkit, "hflm": run_hflm, "raw": run_raw}, cfg.reps)
-    tokens = generated[0]
+    tokens = run_evalkit.generated
     n = len(prompts)
     agree = {k: sum(1 for a, b in zip(res[k].result, reference) if a == b) for k in res}
     lengths = sorted(need)
     notes.append(f"[{size.name}] generation core: {n} letter-range prompts, batch {cfg.batch_size}, "
-                 f"max_new_tokens {cfg.max_new}, {mode_note}, {len(groups)} stop groups; needed tokens per row "
+                 f"max_new_tokens {cfg.max_new}, {mode_note}, {len(run_evalkit.groups)} stop groups; "
+                 f"needed tokens per row "
                  f"min {lengths[0]} / median {statistics.median(lengths):g} / max {lengths[-1]}, "
                  f"{capped} rows run to the cap, {tokens} tokens in all; "
                  "agreement with the stop-free greedy pass cut at each row's "

@@ -314,20 +314,7 @@ def eval_speed(plan: Plan, folder: Path, device: Any) -> dict[str, Any]:
     backend = HFBackend(model, tok, batch_size=plan.eval_batch)
     full = [o[0] for o in backend.generate(messages, GenerationConfig(max_new_tokens=plan.max_new, stop=()))]
     reference = [cut_at_stop(f, s) for f, s in zip(full, stops)]
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, s in enumerate(stops):
-        groups.setdefault(s, []).append(i)
-    generated = [0]
-
-    def run_evalkit() -> list[str]:
-        got = [""] * len(messages)
-        generated[0] = 0
-        for s, idx in groups.items():
-            outs = backend.generate([messages[i] for i in idx], GenerationConfig(max_new_tokens=plan.max_new, stop=s))
-            generated[0] += backend.last_stats.generated_tokens
-            for i, o in zip(idx, outs):
-                got[i] = o[0]
-        return got
+    run_evalkit = st.et.StopGroups(backend, messages, stops, plan.max_new)  # one call per stop set
 
     ids = encode_prompts(tok, messages)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -355,7 +342,7 @@ def eval_speed(plan: Plan, folder: Path, device: Any) -> dict[str, Any]:
     res = st.et.race({"evalkit": run_evalkit, "raw": run_raw}, plan.reps)
     n = len(messages)
     return {"n": n, "batch": plan.eval_batch, "max_new": plan.max_new, "dtype": str(dtype).removeprefix("torch."),
-            "tokens": generated[0], "groups": len(groups),
+            "tokens": run_evalkit.generated, "groups": len(run_evalkit.groups),
             "rows": {k: {"s": res[k].median, "times": res[k].times,
                          "agree": sum(1 for a, b in zip(res[k].result, reference) if a == b)} for k in res}}
 

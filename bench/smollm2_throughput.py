@@ -226,20 +226,7 @@ def compare_core_chat(cfg: et.Config, label: str, model: Any, tok: Any, notes: l
     full = [o[0] for o in backend.generate(messages, GenerationConfig(max_new_tokens=cfg.max_new, stop=()))]
     full_tokens = backend.last_stats.generated_tokens
     reference = [cut_at_stop(f, s) for f, s in zip(full, stops)]
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, s in enumerate(stops):
-        groups.setdefault(s, []).append(i)
-    generated = [0]
-
-    def run_evalkit() -> list[str]:
-        out = [""] * len(messages)
-        generated[0] = 0
-        for s, idx in groups.items():
-            got = backend.generate([messages[i] for i in idx], GenerationConfig(max_new_tokens=cfg.max_new, stop=s))
-            generated[0] += backend.last_stats.generated_tokens
-            for i, o in zip(idx, got):
-                out[i] = o[0]
-        return out
+    run_evalkit = et.StopGroups(backend, messages, stops, cfg.max_new)  # one call per stop set
 
     with et.quiet():
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size, device="cpu")
@@ -275,14 +262,15 @@ def compare_core_chat(cfg: et.Config, label: str, model: Any, tok: Any, notes: l
         return out
 
     res = et.race({"evalkit": run_evalkit, "hflm": run_hflm, "raw": run_raw}, cfg.reps)
-    tokens, n = generated[0], len(messages)
+    tokens, n = run_evalkit.generated, len(messages)
     agree = {k: sum(1 for a, b in zip(res[k].result, reference) if a == b) for k in res}
     prompt_lens = sorted(len(i) for i in ids)
     names = sorted({f"{t}" for t, _, _ in items})
     notes.append(f"[{label}] generation core (chat): {n} chat prompts of {', '.join(names)} (prompt tokens min "
                  f"{prompt_lens[0]} / median {statistics.median(prompt_lens):g} / max {prompt_lens[-1]}), batch "
-                 f"{cfg.batch_size}, max_new_tokens {cfg.max_new}, {len(groups)} stop group(s) "
-                 f"{sorted(groups)!r}; evalkit generated {tokens} tokens with stops ({full_tokens} without); "
+                 f"{cfg.batch_size}, max_new_tokens {cfg.max_new}, {len(run_evalkit.groups)} stop group(s) "
+                 f"{sorted(run_evalkit.groups)!r}; evalkit generated {tokens} tokens with stops "
+                 f"({full_tokens} without); "
                  "agreement with the stop-free greedy pass cut at each row's stop: "
                  + ", ".join(f"{k} {v}/{n}" for k, v in agree.items()))
     for k in res:
