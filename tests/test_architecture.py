@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "evalkit"
 # Bottom to top. A module may import from its own room and the rooms below it. The order is the one
 # docs/ARCHITECTURE.md draws; change both together.
 ROOMS: list[tuple[str, ...]] = [
-    ("evalkit.errors", "evalkit.version", "evalkit._text", "evalkit._yaml", "evalkit.config"),
+    ("evalkit.errors", "evalkit.version", "evalkit._text", "evalkit._yaml", "evalkit.config", "evalkit.argtypes"),
     ("evalkit.schemas",),
     ("evalkit.sandbox",),
     ("evalkit.core",),

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from evalkit._text import safe_text
+from evalkit.argtypes import significance
 from evalkit.cli.common import make_console, plain_warnings
 from evalkit.cli.gate_cmd import cmd_gate
 from evalkit.cli.models_cmds import cmd_models_get, cmd_models_list
@@ -63,17 +64,6 @@ LEVEL_HELP = ("difficulty level, or 'all': applied to each task that has levels 
               "usual; default: each task's default level)")
 SEED_HELP = "seed of the examples drawn (and of sampling) (default 0)"
 SPLIT_HELP = "which examples: the held-out eval split or the train split (default eval)"
-
-
-def _significance(text: str) -> float:
-    """A significance level in (0, 1) (an argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -165,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive", action="store_true",
                    help="stop each task as soon as 'target met' or 'target missed' is decided at level --alpha "
                         "(anytime-valid; -n is the cap); needs a target per task and -k 1")
-    p.add_argument("--alpha", type=_significance,
+    p.add_argument("--alpha", type=significance,
                    help="with --adaptive: the chance of a wrong decision it allows (default 0.05)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeatable)")
     p.add_argument("-q", "--quiet", action="count", default=0, help="one line per task")

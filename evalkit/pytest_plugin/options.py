@@ -6,50 +6,18 @@ need them.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from evalkit.argtypes import positive_int, significance, unit_float
+
 NO_MODEL = ("evalkit: no model to evaluate — run pytest with --evalkit-model SPEC (oracle, hf:PATH, "
             "openai:URL, python:MODULE:FUNCTION) or mark the test @pytest.mark.evalkit(model=SPEC)")
 TASK_SUFFIXES = (".py", ".yaml", ".yml")
 SKIP_DIRS = {"data", "__pycache__"}  # as evalkit.discovery: data files and caches are not tasks
-
-
-def unit_float(text: str) -> float:
-    """An option value in [0, 1] (a pass-rate threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def level(text: str) -> float:
-    """An option value in (0, 1) (a significance level)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An option value >= 1 (a count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -74,7 +42,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="stop each task as soon as its threshold is decided met or missed at level "
                          "--evalkit-alpha, valid however often it looks (--evalkit-n is the cap; as "
                          "`evalkit run --adaptive`)")
-    group.addoption("--evalkit-alpha", type=level, default=0.05, metavar="ALPHA",
+    group.addoption("--evalkit-alpha", type=significance, default=0.05, metavar="ALPHA",
                     help="with --evalkit-adaptive: the chance of a wrong decision allowed (default 0.05)")
     group.addoption("--evalkit-reports-dir", metavar="DIR", default=None,
                     help="where task items write run records (default: [tool.evalkit] reports, else ./reports)")
