@@ -354,7 +354,7 @@ def test_cli_run_adaptive(project, run_cli):
     weak = run_cli("run", "--model", "python:weak_model:weak", "--task", "coin", "-n", "200", "--adaptive",
                    "--reports-dir", "r", cwd=project)
     assert weak.returncode == 1, weak.stdout + weak.stderr
-    assert "adaptive: coin: missed after 8 of 200 samples (upper bound" in " ".join(weak.stdout.split())
+    assert "adaptive: coin: missed after 8 of 200 samples: upper bound" in " ".join(weak.stdout.split())
     [folder] = (project / "r").iterdir()
     assert load_record(folder).task("coin")["adaptive"]["decision"] == "missed"
     oracle = run_cli("run", "--model", "oracle", "--task", "coin", "-n", "200", "--adaptive", "--alpha", "0.01",
@@ -439,3 +439,24 @@ def test_finetune_with_adaptive_evaluation(tmp_path):
         decision = entry["adaptive"]["decision"]
         assert h["rates"]["initials"]["met"] == (decision == "met" or (decision == "cap" and entry["rate"] >= 0.9))
     assert history[-1]["all_met"] and history[-2]["all_met"]
+
+
+def test_every_report_format_says_how_many_samples_an_adaptive_task_used_and_why(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from evalkit.reports import render_html, render_junit, render_markdown, render_terminal
+
+    record = evaluate(tasks=[Coin], backend=rated(0.3), n=200, adaptive=True, reports_dir=tmp_path)
+    # 0.3 against a 95 % target is missed at the first look, 8 samples (the test above).
+    said = "missed after 8 of 200 samples: upper bound"
+    console = Console(file=io.StringIO(), width=300, color_system=None)
+    render_terminal(record, console, verbosity=1)
+    rendered = {"terminal": console.file.getvalue(), "markdown": render_markdown(record),  # type: ignore[attr-defined]
+                "html": render_html(record), "junit": render_junit(record)}
+    for fmt, text in rendered.items():
+        assert said in text, fmt
+        assert "alpha 0.05" in text, fmt
+    plain = evaluate(tasks=[Coin], backend=rated(0.3), n=20, reports_dir=tmp_path / "plain")
+    assert "anytime-valid" not in render_markdown(plain) + render_html(plain) + render_junit(plain)

@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="paired test of two runs on their shared examples")
     p.add_argument("baseline", help="run folder or record.json")
     p.add_argument("candidate", help="run folder or record.json")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    p.add_argument("--alpha", type=significance, default=0.05,
+                   help="significance level of the paired test (default 0.05)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("gate", parents=[common], help="judge a run (or a fresh run of --model) against the gate")

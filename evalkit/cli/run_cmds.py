@@ -70,8 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               highlight=False, soft_wrap=True)
     for t in record.tasks:  # an adaptive run: how many samples each task used, and why it stopped
         if a := t.get("adaptive"):
-            out.print(safe_text(f"adaptive: {t['name']}: {a['decision']} after {a['used']} of {a['cap']} samples "
-                                f"({a['reason']}; alpha {a['alpha']:g})", 400), soft_wrap=True)
+            from evalkit.run.sequential import describe
+
+            out.print(safe_text(f"adaptive: {t['name']}: {describe(a)}", 400), soft_wrap=True)
     missed = [t for t in record.tasks if t.get("meets_target") is False]  # a task without a target misses nothing
     for t in missed:
         out.print(safe_text(f"target missed: {t['name']}: pass rate {t['rate']:.1%} < target {t['target']:.1%} "

@@ -31,8 +31,9 @@ def failure_report(record: RunRecord, t: dict[str, Any], model: str, threshold: 
         f"  errors     {t['errors']} errors, {t['timeouts']} timeouts (counted as failures)",
     ]
     if a := t.get("adaptive"):
-        lines.append(f"  adaptive   {a['decision']} after {a['used']} of {a['cap']} samples: {a['reason']} "
-                     f"(alpha {a['alpha']:g}, anytime-valid bound {a['bound'][0]:.1%} – {a['bound'][1]:.1%})")
+        from evalkit.run.sequential import describe
+
+        lines.append(f"  adaptive   {describe(a)}")
     if record.path is not None:
         lines.append(f"  record     {record.path / 'record.json'}")
     failing = [s for s in record.samples() if s["task"] == t["name"] and s["status"] != "PASS"]

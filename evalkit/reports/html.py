@@ -35,6 +35,7 @@ from evalkit.reports._common import (
 from evalkit.reports.charts import PALETTE, Series, interval_bar, line_chart, mini_bar
 from evalkit.reports.html_assets import CSS, JS
 from evalkit.run.record import RunRecord
+from evalkit.run.sequential import describe
 
 STATUS_CLASS = {"met": "met", "below": "below", "no target": "none"}
 STATUS_COLOUR = {"met": "#15803d", "below": "#b91c1c", "no target": "#475569"}
@@ -231,6 +232,8 @@ def _task_tables(record: RunRecord, failures: Failures) -> str:
               ("timings", e(timing_line(t)))]
         if t.get("source"):
             kv.append(("source", f"<code>{e(t['source'])}</code>"))
+        if a := t.get("adaptive"):
+            kv.append(("adaptive", e(describe(a))))
         facts = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in kv)
         blocks.append(
             f'<details class="panel task-block"{" open" if st == "below" else ""}><summary><h3>{e(t["name"])}</h3>'

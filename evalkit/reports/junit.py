@@ -32,6 +32,7 @@ from evalkit.reports._common import (
     timing_line,
 )
 from evalkit.run.record import RunRecord
+from evalkit.run.sequential import describe
 
 # Characters XML 1.0 cannot hold at all (not even as references): C0 controls but tab, newline and
 # carriage return; lone surrogates; U+FFFE and U+FFFF.
@@ -91,7 +92,8 @@ def render_junit(record: RunRecord, *, max_failures: int = 5) -> str:
         if t.get("meets_target") is None:
             note = f"no target: reported, not judged — {summary}"
         out = ET.SubElement(case, "system-out")
-        out.text = xml_safe(f"{note}\ntimings: {timing_line(t)}\n")
+        adaptive = f"adaptive: {describe(t['adaptive'])}\n" if t.get("adaptive") else ""
+        out.text = xml_safe(f"{note}\ntimings: {timing_line(t)}\n{adaptive}")
     ET.indent(root, space="  ")
     return XML_DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
 

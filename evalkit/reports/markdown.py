@@ -33,6 +33,7 @@ from evalkit.reports._common import (
     wall_time,
 )
 from evalkit.run.record import RunRecord
+from evalkit.run.sequential import describe
 
 EMOJI = {"met": "✅", "below": "❌", "no target": "➖"}
 _MD_PUNCT = re.compile(r"([\\`*_{}\[\]|~])")
@@ -71,6 +72,10 @@ def render_markdown(record: RunRecord, *, verbosity: int = 0, max_failures: int 
         bits.append("**incomplete run**")
     out += [" · ".join(bits), ""]
     out += _table(record)
+    adaptive = [f"- **{inline(t['name'])}**: {inline(describe(t['adaptive']))}"
+                for t in record.tasks if t.get("adaptive")]
+    if adaptive:  # how many samples each task used, and why it stopped
+        out += ["", "Adaptive evaluation:", *adaptive]
     if verbosity < 0:
         return "\n".join(out).rstrip() + "\n"
     limit = failure_limit(max_failures, verbosity)

@@ -34,6 +34,7 @@ from evalkit.reports._common import (
     wall_time,
 )
 from evalkit.run.record import RunRecord
+from evalkit.run.sequential import describe
 
 STATUS_STYLE = {"met": "bold green", "below": "bold red", "no target": "dim"}
 SAMPLE_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold magenta", "TIMEOUT": "bold yellow"}
@@ -163,6 +164,8 @@ def _task_details(t: dict[str, Any]) -> RenderableType:
         rows.append(("pass@k", Text("  ".join(f"@{k} {pct(v)}" for k, v in t["pass_at_k"].items()))))
     if t.get("source"):
         rows.append(("source", safe_text(t["source"], 300)))
+    if a := t.get("adaptive"):
+        rows.append(("adaptive", safe_text(describe(a), 500)))
     parts: list[RenderableType] = [_kv_grid(rows, indent=2)]
     levels = t.get("per_level") or {}
     if levels:

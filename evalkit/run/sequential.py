@@ -221,3 +221,10 @@ def adaptive_targets(tasks: Sequence[Any], task_settings: Mapping[str, Mapping[s
             raise ConfigError(f"task {t.name!r}: target must be in [0, 1], got {target!r}", field="target")
         out[t.name] = float(target)
     return out
+
+
+def describe(block: Mapping[str, Any]) -> str:
+    """One line for a record's `adaptive` block: the decision, samples used of the cap, why, and the bound."""
+    lo, hi = block["bound"]
+    return (f"{block['decision']} after {block['used']} of {block['cap']} samples: {block['reason']} "
+            f"(alpha {block['alpha']:g}, anytime-valid bound {lo:.1%} – {hi:.1%})")
