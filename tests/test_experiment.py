@@ -20,6 +20,7 @@ from rich.console import Console
 
 from evalkit import ConfigError
 from evalkit.discovery.registry import discover
+from evalkit.errors import EvalkitError
 from evalkit.experiment import measure
 from evalkit.experiment import trials as rx
 from evalkit.experiment.plan import (
@@ -476,3 +477,13 @@ def test_ablation_summary_and_reports_with_trials_simulated(tmp_path, monkeypatc
     assert "initials **helps**" in md and "[report](trials/without-zap/report.html)" in md
     html = (tmp_path / "out" / "summary.html").read_text()
     assert "source zap: hurts" in html and 'href="trials/full/record.json"' in html
+
+
+def test_a_trial_finds_its_tasks_beside_an_unrelated_broken_task_file(tmp_path):
+    """As the command line: a broken file blocks only the trials that need a task it declares."""
+    shutil.copy(FT / "tasks.py", tmp_path / "tasks.py")
+    (tmp_path / "wip.py").write_text('from evalkit import task\n\n@task(name="wip")\nclass Wip:\n    oops(\n')
+    found = rx.TaskSource((str(tmp_path),), entry_points=False).registry()
+    assert found.get("initials").name == "initials"
+    with pytest.raises(EvalkitError, match="wip.py"):
+        found.get("wip")

@@ -44,8 +44,9 @@ class TaskSource:
     def registry(self) -> Any:
         from evalkit.discovery.registry import discover
 
+        # As the command line: a broken task file blocks only the trials that need one of its tasks.
         return discover([Path(p) for p in self.paths], entry_points=self.entry_points,
-                        fallback_to_bundled=self.fallback_to_bundled)
+                        fallback_to_bundled=self.fallback_to_bundled, keep_broken=True)
 
 
 # -- one trial ---------------------------------------------------------------------------------------------

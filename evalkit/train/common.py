@@ -269,7 +269,7 @@ def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool
     if recipe.train.get("threads"):
         torch.set_num_threads(recipe.train["threads"])
     if registry is None:
-        registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured)
+        registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured, keep_broken=True)
     return Run(recipe, output, registry, resume_from=existing[-1] if (resume and existing) else None,
                display=display if is_main() else None)  # one live display, on rank 0
 
