@@ -379,6 +379,17 @@ def test_cli_gate_adaptive(project, run_cli):
     assert failed.returncode == 0, failed.stdout  # 30 % against the gate's 20 %: decided met, not the task's 95 %
     [folder] = (project / "r2").iterdir()
     assert load_record(folder).task("coin")["adaptive"]["target"] == 0.2
+    # The same from the config: `adaptive: true` in run: (n the cap), no flag.
+    (project / "gate.yaml").write_text("tasks:\n  coin: {min_pass_rate: 0.1}\nrun: {n: 200, adaptive: true}\n")
+    configured = run_cli("gate", "--model", "python:weak_model:weak", "--config", "gate.yaml", "--reports-dir", "r3",
+                         cwd=project)
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    [folder] = (project / "r3").iterdir()
+    block = load_record(folder).task("coin")["adaptive"]
+    assert block["target"] == 0.1 and block["cap"] == 200 and block["used"] < 200  # 30 % vs 10 %: decided early
+    (project / "gate.yaml").write_text("tasks:\n  coin: {min_pass_rate: 0.2}\nrun: {adaptive: yes please}\n")
+    bad = run_cli("gate", "--model", "oracle", "--config", "gate.yaml", "--reports-dir", "r4", cwd=project)
+    assert bad.returncode == 2 and "run.adaptive" in " ".join(bad.stderr.split()), bad.stderr
 
 
 def test_pytest_plugin_adaptive(pytester: pytest.Pytester):

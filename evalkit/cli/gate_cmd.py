@@ -93,7 +93,8 @@ def _evaluate_model(args: argparse.Namespace, gate_config: GateConfig | None,
     else:
         tasks = registry.select(names)
     run = gate_config.run if gate_config else {}
-    adaptive = getattr(args, "adaptive", False)  # each task decided against its threshold at the gate's alpha
+    # Each task decided against its threshold at the gate's alpha (--adaptive, or `adaptive: true` in run:).
+    adaptive = bool(getattr(args, "adaptive", False) or run.get("adaptive", False))
     thresholds = {n: {"target": r.min_pass_rate} for n, r in (gate_config.rules.items() if gate_config else ())
                   if r.min_pass_rate is not None and n in {t.name for t in tasks}}
     levels = level_settings(tasks, run.get("level"))  # the config's level applies to the tasks that have levels
