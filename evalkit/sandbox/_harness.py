@@ -173,11 +173,9 @@ def run_tests(job, cin, cout, upid):
     """The assert form: run the dataset's test in THIS (trusted) process against a proxy."""
     namespace = {"__name__": "__test__", "__builtins__": builtins}
     candidate = _Candidate(cin, cout, upid, namespace)
-    problem = _wait_ready(cin, candidate)
-    if problem is not None:
-        return {"status": "fail", "reason": _short(problem)}
+    # While the program loads in U: the prompt's helpers (e.g. HumanEval's poly) and the compiled test.
     prompt = job.get("prompt") or ""
-    for variant in (prompt, prompt + "\n    pass\n"):  # the prompt's helpers (e.g. HumanEval's poly)
+    for variant in (prompt, prompt + "\n    pass\n"):
         try:
             exec(compile(variant, "<prompt>", "exec"), namespace)
             break
@@ -185,9 +183,19 @@ def run_tests(job, cin, cout, upid):
             continue
         except BaseException:  # noqa: BLE001 - a prompt that cannot run leaves what it defined
             break
+    test, bad_test = None, None
+    try:
+        test = compile(job["test"], "<test>", "exec")
+    except BaseException as exc:  # noqa: BLE001 - reported as the test's own failure, after U is ready
+        bad_test = exc
+    problem = _wait_ready(cin, candidate)
+    if problem is not None:
+        return {"status": "fail", "reason": _short(problem)}
     namespace[job["entry_point"]] = candidate
     try:
-        exec(compile(job["test"], "<test>", "exec"), namespace)
+        if test is None:
+            raise bad_test or ValueError("no test")
+        exec(test, namespace)
         check = namespace.get("check")
         if not callable(check):
             return {"status": "error", "reason": "the test defines no check(candidate)"}
@@ -233,8 +241,9 @@ def run_calls(job, cin, cout, upid):
     return {"results": results}
 
 
-def run_trusted(hdr, fds, in_ns, workdir):
-    """The harness T: fork U first, only then read the job; report with the nonce."""
+def run_trusted(hdr, fds, in_ns, workdir, done_fd=None):
+    """The harness T: fork U first, only then read the job; report with the nonce (then say so
+    on `done_fd`: Z ends the job's processes without waiting for ours to exit)."""
     prog_fd, job_fd, report_fd, out_fd, err_fd = fds
     reset_signals()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -277,4 +286,6 @@ def run_trusted(hdr, fds, in_ns, workdir):
         if not no_children():  # orphans were reparented to us: find and kill the whole tree
             kill_descendants(os.getpid())
     write_all(report_fd, json.dumps(report, allow_nan=False).encode("ascii") + b"\n")
+    if done_fd is not None:
+        os.write(done_fd, b"d")
     os._exit(0)

@@ -21,6 +21,7 @@ import errno
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -49,6 +50,7 @@ if __name__ != "__main__":
         PR_SET_DUMPABLE,
         PR_SET_PDEATHSIG,
         checked,
+        drop_bounding_set,
         keep_only_fds,
         libc,
         make_readonly,
@@ -192,9 +194,10 @@ def build_root(hdr, sources, devs):
     return work
 
 
-def run_job_in_namespace(hdr, fds):
+def run_job_in_namespace(hdr, fds, done_fd):
     """T inside Z's namespaces: its own mount and IPC namespaces with a fresh working folder,
-    /tmp and /dev/shm (nothing a job writes is seen by the next), then the harness."""
+    /tmp and /dev/shm (nothing a job writes is seen by the next), then the harness (which
+    tells Z on `done_fd` once its report is written)."""
     try:
         checked(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
         # What was bound under /tmp or /dev/shm (an interpreter in a checkout under /tmp): held
@@ -228,7 +231,33 @@ def run_job_in_namespace(hdr, fds):
     except OSError as exc:
         setup_error(fds[2], f"cannot prepare the job's namespaces: {oserror_text(exc)}")
         os._exit(125)
-    run_trusted(hdr, fds, True, work)
+    run_trusted(hdr, fds, True, work, done_fd)
+
+
+def wait_reported(pid, deadline, done_r):
+    """(status, timed_out) of the job's harness T: as soon as T says its report is written
+    (status 0; T is then ended with the rest), or when T exits, or at the deadline."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, True
+            watch = [done_r] + ([pidfd] if pidfd is not None else [])
+            ready, _, _ = select.select(watch, [], [], left if pidfd is not None else min(left, 0.02))
+            if done_r in ready:
+                if os.read(done_r, 1) == b"d":
+                    return 0, False
+                return wait_child(pid, deadline, None)  # T closed it without reporting: its exit status
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status, False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def kill_all_in_namespace():
@@ -262,6 +291,7 @@ def zygote(hdr, zsock, sources, devs):
                                }).encode())
         os._exit(125)
     carry = carried(hdr["binds"])
+    drop_bounding_set()  # inherited by every T and U: no execve can gain a capability (U drops the rest)
     zsock.send(b'{"ready":true}')
     gc.freeze()  # (as in the supervisor: T and U, forked from here, leave these pages shared)
     while True:
@@ -274,22 +304,31 @@ def zygote(hdr, zsock, sources, devs):
         job = json.loads(msg)
         job["carry"], job["work"] = carry, work
         start = time.monotonic()
+        done_r, done_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
                 zsock.detach()
-                keep_only_fds([0, 1, 2, *fds])
-                reset_signals()
-                run_job_in_namespace(job, fds)
+                keep_only_fds([0, 1, 2, *fds, done_w])
+                run_job_in_namespace(job, fds, done_w)
             except BaseException as exc:  # noqa: BLE001
                 setup_error(fds[2], f"harness failed: {type(exc).__name__}: {exc}")
             os._exit(124)
-        for fd in fds:
+        for fd in (*fds, done_w):
             os.close(fd)
-        status, timed_out = wait_child(pid, start + job["timeout"], None)
-        kill_all_in_namespace()
+        try:
+            status, timed_out = wait_reported(pid, start + job["timeout"], done_r)
+        finally:
+            os.close(done_r)
+        # Every process of the job is sent SIGKILL before the verdict goes out, and all are gone
+        # (reaped) before the next job is read: the harness's exit and the kills overlap the reply.
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         zsock.send(json.dumps({"timed_out": timed_out, "wall": time.monotonic() - start,
                                "status": None if status is None else os.waitstatus_to_exitcode(status)}).encode())
+        kill_all_in_namespace()
 
 
 

@@ -146,8 +146,16 @@ class Job:
     executable: str | None = None  # default: sys.executable at run time
 
 
+def default_size() -> int:
+    """Two runs per CPU. A run is a chain of hand-offs between processes (parent, supervisor, Z,
+    harness, program: forks, pipes, the report) in which each waits for the last, so one run per
+    CPU leaves the CPUs idle about half the time (bench/code_checks.py measures both sizes)."""
+    return 2 * (os.cpu_count() or 1)
+
+
 class SandboxPool:
-    """Supervisors for parallel checks: at most `size` jobs at once (default: the CPU count).
+    """Supervisors for parallel checks: at most `size` jobs at once (default: `default_size()`,
+    twice the CPU count).
 
     Thread-safe: `run` blocks until a supervisor is free. Memory is bounded by `size` times
     the per-job limits (each of the harness and the program: `memory_mb` of address space;
@@ -156,7 +164,7 @@ class SandboxPool:
     """
 
     def __init__(self, size: int | None = None, *, hide: tuple[str, ...] = ()):
-        self.size = max(1, int(size or os.cpu_count() or 1))
+        self.size = max(1, int(size or default_size()))
         self.hide = tuple(str(h) for h in hide)
         self._idle: list[_Supervisor] = []
         self._busy = 0
@@ -311,7 +319,7 @@ _default_lock = threading.Lock()
 
 
 def default_pool() -> SandboxPool:
-    """The process-wide pool (size: the CPU count), closed at exit."""
+    """The process-wide pool (size: `default_size()`, twice the CPU count), closed at exit."""
     global _default
     with _default_lock:
         if _default is None or _default._closed:

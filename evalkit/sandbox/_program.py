@@ -32,6 +32,7 @@ if __name__ != "__main__":
         read_fd,
         recv_frame,
         send_frame,
+        write_all,
     )
     from evalkit.sandbox._wire import decode, encode
 
@@ -59,8 +60,10 @@ def run_untrusted(hdr, prog_fd, out_fd, err_fd, cin, cout, in_ns, workdir):
         os.setgroups([])
         os.setresgid(drop_to, drop_to, drop_to)
         os.setresuid(drop_to, drop_to, drop_to)  # clears every capability
-    elif in_ns or os.geteuid() == 0:
-        drop_capabilities()  # uid 0 (of the user namespace, or root) without any capability
+    elif in_ns:
+        drop_capabilities(bounding=False)  # uid 0 of the user namespace; Z emptied the bounding set
+    elif os.geteuid() == 0:
+        drop_capabilities()  # root without any capability
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     prctl(PR_SET_DUMPABLE, 1)  # an ordinary process again (its own /proc files); the harness stays 0
@@ -69,8 +72,11 @@ def run_untrusted(hdr, prog_fd, out_fd, err_fd, cin, cout, in_ns, workdir):
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     source = program_spec["program"]
     try:
-        with open("solution.py", "w", encoding="utf-8") as f:
-            f.write(source)
+        fd = os.open("solution.py", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            write_all(fd, source.encode("utf-8"))
+        finally:
+            os.close(fd)
     except OSError:
         pass
     sys.argv = ["solution.py"]

@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 
 # As part of the package, import; as the supervisor's script (__main__: the parts concatenated)
 # these are defined above. Never import evalkit there: the supervisor and every process forked
@@ -248,13 +249,20 @@ class Supervisor:
 
 def preload():
     """Modules programs and tests commonly import (HumanEval: typing in 21 of 164 prompts, math,
-    random, copy, string, collections, re, hashlib), loaded once: every fork shares them."""
+    random, copy, string, collections, re, hashlib), loaded once: every fork shares them. And what
+    each run would otherwise initialise for itself on first use: the first compile() in a process
+    builds the ast module's ~120 classes (~1 ms, in both the harness and the program's process),
+    and the first traceback walk (the harness's, on a failed assert) sets up its helpers."""
     for name in ("typing", "math", "random", "copy", "string", "collections", "re", "hashlib", "itertools",
                  "functools", "heapq", "bisect"):
         try:
             __import__(name)
         except ImportError:
             pass
+    try:
+        exec(compile("def warm():\n    assert False\nwarm()\n", "<warm>", "exec"), {})
+    except AssertionError as exc:
+        traceback.extract_tb(exc.__traceback__)
 
 
 def main():

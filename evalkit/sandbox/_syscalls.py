@@ -25,6 +25,7 @@ PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEA
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new system calls are unified)
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 FRAME_LIMIT = 16 * 1024 * 1024  # the largest message the harness accepts from the program
+FRAME_HEAD = struct.Struct(">I")  # (compiled once, in the template: not again in every fork)
 SIGNAL_NOTES: dict[int, str] = {signal.SIGXCPU: "CPU time limit", signal.SIGXFSZ: "output/file size limit",
                 signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault"}
 
@@ -108,19 +109,27 @@ def drop_bounding_set():
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
-def drop_capabilities():
-    """No capability left (permitted, effective, inheritable), none regained by execve."""
-    drop_bounding_set()
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)()
-    checked(libc.capset(header, data), "capset")
+_CapHeader, _CapData = ctypes.c_uint32 * 2, ctypes.c_uint32 * 6  # made once: forks find them ready
+
+
+def drop_capabilities(bounding=True):
+    """No capability left (permitted, effective, inheritable), none regained by execve.
+    `bounding=False` where an ancestor already emptied the bounding set (it is inherited)."""
+    if bounding:
+        drop_bounding_set()
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    checked(libc.capset(header, _CapData()), "capset")
 
 
 # -- small I/O helpers -------------------------------------------------------------------
 def read_fd(fd, limit=1 << 30):
+    try:
+        size = os.fstat(fd).st_size  # (a hint: reads go on to the end of file whatever it says)
+    except OSError:
+        size = 0
     chunks, offset = [], 0
     while offset < limit:
-        chunk = os.pread(fd, min(1 << 20, limit - offset), offset)
+        chunk = os.pread(fd, min(1 << 20, limit - offset, max(size - offset, 0) + 4096), offset)
         if not chunk:
             break
         chunks.append(chunk)
@@ -135,7 +144,7 @@ def write_all(fd, data):
 
 
 def send_frame(fd, payload):
-    write_all(fd, struct.pack(">I", len(payload)) + payload)
+    write_all(fd, FRAME_HEAD.pack(len(payload)) + payload)
 
 
 def recv_exact(fd, n):
@@ -154,7 +163,7 @@ def recv_frame(fd, limit=FRAME_LIMIT):
     head = recv_exact(fd, 4)
     if head is None:
         return None
-    (size,) = struct.unpack(">I", head)
+    (size,) = FRAME_HEAD.unpack(head)
     if size > limit:
         raise ValueError(f"a message of {size} bytes (the limit is {limit})")
     return recv_exact(fd, size)
