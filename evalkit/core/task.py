@@ -22,13 +22,14 @@ from __future__ import annotations
 import inspect
 import random
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeAlias
 
 from evalkit.core.chat import Message, chat_view, has_chat_settings, task_messages
 from evalkit.core.example import SPLITS, Example, example_id, split_of
 from evalkit.core.extract import Extractor, cut_at_stop, normalize
+from evalkit.core.hashindex import HashIndex
 from evalkit.core.spec import TASK_MARKER, GenerationConfig, SelftestSpec, TaskSpec, task
 from evalkit.core.verdict import Verdict, as_verdict
 
@@ -116,7 +117,7 @@ class Task:
         ref = self.impl.reference(ex) if self.has_reference else None
         if ref is not None and not isinstance(ref, str):
             ref = str(ref)
-        return replace(ex, prompt=prompt, reference=ref)
+        return Example(ex.id, ex.task, split, ex.fields, prompt, ref, level)  # not replace(): the hot path
 
     def example(self, fields: Mapping[str, Any], level: int | None = None) -> Example:
         """An Example of this task from given fields (its split follows from its content)."""
@@ -152,6 +153,26 @@ class Task:
             rows = [e for e in rows if e.level == level]
         return rows if n is None else rows[:n]
 
+    def iter_examples(self, split: str = "eval", n: int | None = None, seed: int = 0,
+                      level: int | str | None = None) -> Iterator[Example]:
+        """`examples(...)` one at a time: the same examples in the same order. A data task's rows are read as
+        they are needed and not kept (only their ids are, to skip a repeated one), so a run over a large data
+        file holds a batch of examples at a time; a generator's are made as `examples` makes them."""
+        if level == "all" and not self.is_generator:
+            level = None
+        if (self.is_generator or self._rows is not None or split not in SPLITS or (n is not None and n < 0)
+                or not isinstance(level, (int, type(None))) or (level is not None and self.levels
+                                                                and level not in self.levels)):
+            yield from self.examples(split, n, seed, level)  # which also raises on a bad argument
+            return
+        count = 0
+        for ex in self._stream_rows() if n != 0 else ():
+            if ex.split == split and (level is None or ex.level == level):
+                yield ex
+                count += 1
+                if count == n:
+                    return
+
     def _generate(self, split: str, n: int, seed: int, level: int | None) -> list[Example]:
         if level is None:
             level = self.spec.default_level
@@ -176,18 +197,18 @@ class Task:
 
     def _all_rows(self) -> list[Example]:
         if self._rows is None:
-            rows: list[Example] = []
-            seen: set[str] = set()
-            for given in self.impl.rows():
-                row = dict(given)
-                level = row.pop("level", None) if "level" in row and self.levels else None
-                split = split_of(self.name, row, self.spec.eval_fraction, self.spec.identity)
-                ex = self._make(row, split, level)
-                if ex.id not in seen:  # rows with equal identity are one example: the first is kept
-                    seen.add(ex.id)
-                    rows.append(ex)
-            self._rows = rows
+            self._rows = list(self._stream_rows())
         return self._rows
+
+    def _stream_rows(self) -> Iterator[Example]:
+        seen = HashIndex()  # the ids (16 hex digits: 64 bits) in 16 bytes or so each, not a set of strings
+        for given in self.impl.rows():
+            row = dict(given)
+            level = row.pop("level", None) if "level" in row and self.levels else None
+            split = split_of(self.name, row, self.spec.eval_fraction, self.spec.identity)
+            ex = self._make(row, split, level)
+            if seen.add(int(ex.id, 16)):  # rows with equal identity are one example: the first is kept
+                yield ex
 
     # -- answers ----------------------------------------------------------------------
     def _default_extract(self, output: str) -> str:
@@ -268,10 +289,9 @@ def default_max_new_tokens(references: Iterable[str | None],
     Lengths are counted with `count_tokens` when given, else in characters (an upper bound for
     most tokenizers). 256 when there is no reference.
     """
-    refs = [r for r in references if r]
-    if not refs:
+    longest = max(((count_tokens(r) if count_tokens else len(r)) for r in references if r), default=None)
+    if longest is None:
         return 256
-    longest = max((count_tokens(r) if count_tokens else len(r)) for r in refs)
     # +1 for the stop/EOS token, and a margin so a model may add a little (a space, a sign).
     return longest + max(4, longest // 4) + 1
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import string
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,24 +56,44 @@ def template_fields(template: str, file: Path, field: str) -> list[str]:
     return names
 
 
+class _AsText(dict):
+    """A row's fields as a template reads them: only the placeholders it names are converted."""
+
+    def __getitem__(self, key: str) -> str:
+        value = dict.__getitem__(self, key)
+        if isinstance(value, str):
+            return value
+        return str(value) if type(value) is int else json.dumps(value, ensure_ascii=False)  # same text for an int
+
+
 def render(template: str, fields: dict[str, Any]) -> str:
     """Fill a template: strings as they are, other values as compact JSON."""
-    values = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in fields.items()}
-    return template.format_map(values)
+    return template.format_map(_AsText(fields))
 
 
-def read_rows(path: Path, yaml_file: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL, JSON (list of objects) or CSV file; errors name the file and line."""
+def _missing_file(path: Path, yaml_file: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"data file not found: {path} (paths are relative to the YAML file)",
                           file=yaml_file, field="data")
-    rows: list[dict[str, Any]] = []
+
+
+def iter_rows(path: Path, yaml_file: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a data file one at a time: a JSONL file is read a line at a time (a large file is never
+    held in memory), a JSON or CSV file whole (`read_rows`); errors name the file and line."""
+    if path.suffix != ".jsonl":
+        yield from read_rows(path, yaml_file)
+        return
+    _missing_file(path, yaml_file)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
         raise ConfigError(f"cannot read: {exc}", file=path) from None
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"cannot read: line {lineno}: {exc}", file=path) from None
             if not line.strip():
                 continue
             try:
@@ -81,17 +102,30 @@ def read_rows(path: Path, yaml_file: Path) -> list[dict[str, Any]]:
                 raise ConfigError(f"line {lineno}: not valid JSON: {exc.msg}", file=path) from None
             if not isinstance(row, dict):
                 raise ConfigError(f"line {lineno}: expected a JSON object, got {describe_value(row)}", file=path)
-            rows.append(row)
-    elif path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"not valid JSON: {exc}", file=path) from None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ConfigError("expected a JSON list of objects", file=path)
-        rows = data
+            yield row
+
+
+def read_rows(path: Path, yaml_file: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL, JSON (list of objects) or CSV file; errors name the file and line."""
+    _missing_file(path, yaml_file)
+    rows: list[dict[str, Any]] = []
+    if path.suffix == ".jsonl":
+        rows = list(iter_rows(path, yaml_file))
     else:
-        rows = [dict(r) for r in csv.DictReader(text.splitlines())]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read: {exc}", file=path) from None
+        if path.suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"not valid JSON: {exc}", file=path) from None
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise ConfigError("expected a JSON list of objects", file=path)
+            rows = data
+        else:
+            rows = [dict(r) for r in csv.DictReader(text.splitlines())]
     if not rows:
         raise ConfigError("the data file has no rows", file=path)
     return rows
@@ -133,7 +167,8 @@ class YamlTask:
             raise ConfigError(f"bad checker parameters: {exc}", file=file, field="check") from None
         if marked_contained(self._check):
             contained(self)  # a sandboxed code check: scored on threads in the runner's process
-        self._rows = read_rows(self.data_path, file)
+        # A JSONL file is read again each time its rows are asked for, never kept; JSON and CSV are read whole.
+        self._rows = None if self.data_path.suffix == ".jsonl" else read_rows(self.data_path, file)
         needed = template_fields(self.prompt_template, file, "prompt")
         if self.reference_template is not None:
             needed += template_fields(self.reference_template, file, "reference")
@@ -143,32 +178,47 @@ class YamlTask:
             needed += template_fields(template, file, f"selftest.chat_solutions.{i}")
         if self.level_field:
             needed.append(self.level_field)
-        for i, row in enumerate(self._rows, 1):
+        self.identity = self._identity(spec.get("identity"))
+        self.levels = self._validate(needed)
+
+    def _stored_rows(self) -> Iterator[dict[str, Any]]:
+        return iter(self._rows) if self._rows is not None else iter_rows(self.data_path, self.file)
+
+    def _validate(self, needed: list[str]) -> list[int]:
+        """One pass over the rows: each has the fields the templates need, an integer level and the identity
+        fields. Returns the levels found, sorted."""
+        levels: set[int] = set()
+        count = 0
+        for count, row in enumerate(self._stored_rows(), 1):
             missing = [n for n in needed if n not in row]
             if missing:
-                raise ConfigError(f"row {i} has no field {missing[0]!r} (needed by the templates); "
+                raise ConfigError(f"row {count} has no field {missing[0]!r} (needed by the templates); "
                                   f"its fields: {', '.join(row)}", file=self.data_path)
-            if self.level_field and not isinstance(row[self.level_field], int):
-                raise ConfigError(f"row {i}: field {self.level_field!r} must be an integer level",
-                                  file=self.data_path)
-        self.identity = self._identity(spec.get("identity"))
+            if self.level_field:
+                if not isinstance(row[self.level_field], int):
+                    raise ConfigError(f"row {count}: field {self.level_field!r} must be an integer level",
+                                      file=self.data_path)
+                levels.add(row[self.level_field])
+            for name in self.identity or ():
+                if name not in row:
+                    raise ConfigError(f"{name!r} is not a field of row {count} of {self.data_path.name} "
+                                      f"(its fields: {', '.join(row)})", file=self.file, field="identity")
+        if not count:
+            raise ConfigError("the data file has no rows", file=self.data_path)
+        return sorted(levels)
 
     def _identity(self, names: list[str] | None) -> tuple[str, ...] | None:
-        """The `identity:` field names, each a field of every row (and not the level field)."""
+        """The `identity:` field names (not the level field); `_validate` checks each row has them."""
         if names is None:
             return None
         for name in names:
             if name == self.level_field:
                 raise ConfigError(f"{name!r} is the level field, not part of an example's fields",
                                   file=self.file, field="identity")
-            for i, row in enumerate(self._rows, 1):
-                if name not in row:
-                    raise ConfigError(f"{name!r} is not a field of row {i} of {self.data_path.name} "
-                                      f"(its fields: {', '.join(row)})", file=self.file, field="identity")
         return tuple(names)
 
     def rows(self):
-        for stored in self._rows:
+        for stored in self._stored_rows():
             row = dict(stored)
             if self.level_field:
                 row["level"] = row.pop(self.level_field)
@@ -204,7 +254,7 @@ def load_yaml_task(file: Path) -> Task:
         template = spec["reference"]
         impl.reference = lambda ex: render(template, dict(ex.fields))  # type: ignore[attr-defined]
     gen = spec.get("generation", {})
-    levels = sorted({r[impl.level_field] for r in impl._rows}) if impl.level_field else []
+    levels = impl.levels
     st = spec.get("selftest", {})
     chat = spec.get("chat") or {}
     task_spec = TaskSpec(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 
 from evalkit.core.task import GenerationConfig, Task
 from evalkit.errors import ConfigError
-from evalkit.run import stats
+from evalkit.run.counts import TaskCounts
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -135,29 +135,28 @@ def sample_row(entry: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: list[dict[str, Any]],
+def task_result(task: Task, gen: GenerationConfig, level: int | None, samples: Iterable[dict[str, Any]],
                 timings: dict[str, Any], adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record's entry for one task, from its sample rows: pass rate over all samples with its Wilson
+    """The record's entry for one task, from its sample rows (see `task_entry`)."""
+    counts = TaskCounts()
+    counts.add_rows(samples)
+    return task_entry(task, gen, level, counts, timings, adaptive)
+
+
+def task_entry(task: Task, gen: GenerationConfig, level: int | None, counts: TaskCounts,
+               timings: dict[str, Any], adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record's entry for one task, from its counts: pass rate over all samples with its Wilson
     interval, pass@k over examples, per-level rates, errors and timeouts; for an adaptive run, `adaptive`
     (`evalkit.run.sequential.Sequential.to_dict`: samples used, cap, decision, bound) — the rate and the
     Wilson interval are then those of the samples used."""
-    summary = stats.summarize((s["status"], s["score"]) for s in samples)
-    by_example: dict[str, list[bool]] = {}
-    for s in samples:
-        by_example.setdefault(s["example_id"], []).append(s["status"] == "PASS")
-    k = max((len(v) for v in by_example.values()), default=1)
-    pass_at_k = {}
-    for kk in sorted({1, k} | {2**j for j in range(1, 8) if 2**j < k}):
-        pass_at_k[str(kk)] = round(stats.mean_pass_at_k(((len(v), sum(v)) for v in by_example.values()), kk), 6)
-    levels = stats.per_level((s.get("level"), s["status"]) for s in samples)
-    per_level = {("none" if lv is None else str(lv)): r.to_dict() for lv, r in levels.items()}
+    summary = counts.summary()
     target = task.target
     result = {
         "name": task.name, "version": task.version, "target": target, "source": task.source, "level": level,
-        "generation": gen.to_dict(), "n_examples": len(by_example), "n_samples": summary.n,
+        "generation": gen.to_dict(), "n_examples": counts.examples, "n_samples": summary.n,
         "passes": summary.passes, "rate": summary.rate, "low": summary.low, "high": summary.high,
         "mean_score": summary.mean_score, "errors": summary.errors, "timeouts": summary.timeouts,
-        "pass_at_k": pass_at_k, "per_level": per_level,
+        "pass_at_k": counts.pass_at_k(), "per_level": counts.per_level(),
         "meets_target": None if target is None else summary.rate >= target, "timings": timings,
     }
     if adaptive is not None:

@@ -4,7 +4,9 @@
     record.rate("addition")
 
 Every sample is journaled (journal.py) as its batch completes, before the next batch is asked
-for; a slow backend's batches shrink to a few seconds each (batching.py). Running the same
+for; a slow backend's batches shrink to a few seconds each (batching.py). A task streams
+(taskrun.py): its examples are read and run a chunk at a time, their samples written to samples.jsonl
+and counted, so memory does not grow with the number of examples. Running the same
 evaluation again into the same run folder generates only what is missing, and the final
 record equals an uninterrupted run's (timestamps, timings and journal counts aside). Sampling is seeded per row
 (seed, prompt, sample index), so batch composition never changes an output. Ctrl-C stops a
@@ -21,24 +23,21 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.core.checkpool import CheckPool, fork_available, is_contained
-from evalkit.core.example import Example
-from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT, Scored, score
-from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
+from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT
+from evalkit.core.task import Task
 from evalkit.discovery.load import TaskRef, load_tasks
 from evalkit.errors import ConfigError, EvalkitError, NothingToRun
-from evalkit.models.base import ExampleGenerator, HasDevice, ModelBackend, TokenCounter, chat_identity, missing_members
-from evalkit.models.failed import FailedOutput
-from evalkit.run.batching import BatchSizer, RunInterrupted, Tally, clean_outputs
-from evalkit.run.journal import JOURNAL_FILE, Journal, dump_line, prompt_fingerprint, sample_key
+from evalkit.models.base import HasDevice, ModelBackend, chat_identity, missing_members
+from evalkit.run.batching import RunInterrupted, Tally
+from evalkit.run.journal import JOURNAL_FILE, Journal, dump_line
 from evalkit.run.posthoc import compare_records, rescore
-from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, sample_row, task_result, utc_now
-from evalkit.run.sequential import DEFAULT_ALPHA, Sequential, adaptive_targets, seeded_order
+from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, utc_now
+from evalkit.run.sequential import DEFAULT_ALPHA, Sequential, adaptive_targets
+from evalkit.run.taskrun import ProgressFn, Scorer, SinkFn, run_task, size_max_new_tokens
 from evalkit.version import __version__
 
 # rescore and compare_records live in posthoc.py; callers import them from here too.
@@ -46,8 +45,6 @@ __all__ = ["JOURNAL_FILE", "ProgressFn", "RunInterrupted", "compare_records", "e
            "run_id_for", "size_max_new_tokens"]
 
 PARTIAL_SAMPLES = f".{SAMPLES_FILE}.partial"
-# Progress callback: (task name, examples done, examples total), called after each batch.
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _threads() -> int:
@@ -77,13 +74,6 @@ def run_id_for(model_spec: str, identity: str, settings: dict[str, Any], tasks: 
     digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
     name = Path(model_spec.split(":", 1)[-1]).name if model_spec.startswith("hf:") else model_spec
     return f"{_slug(name)}-{digest}"
-
-
-def size_max_new_tokens(task: Task, examples: Sequence[Example], backend: object) -> int:
-    """Room for `task`'s longest reference in `examples` plus a margin, counted in the backend's tokens
-    when it is a TokenCounter, else in characters (see `evalkit.core.task.default_max_new_tokens`)."""
-    count = backend.count_tokens if isinstance(backend, TokenCounter) else None
-    return default_max_new_tokens((e.reference for e in examples), count)
 
 
 def _make_backend(model: Any, tokenizer: Any, backend: ModelBackend | None, model_spec: str | None,
@@ -219,37 +209,38 @@ def evaluate(
     with contextlib.ExitStack() as stack:
         journal = stack.enter_context(Journal(folder / JOURNAL_FILE)) if folder else None
         tally.dropped_lines = journal.dropped if journal else 0
-        # With a run folder, samples stream to samples.jsonl task by task (a large run never holds
-        # every sample in memory); the file is renamed into place only when the run is complete.
-        sink = stack.enter_context(open(folder / PARTIAL_SAMPLES, "w", encoding="utf-8")) if folder else None
-        scorer = stack.enter_context(_Scorer(task_list, workers, check_timeout))
+        # With a run folder, samples stream to samples.jsonl a chunk at a time (a large run never holds
+        # its samples in memory); the file is renamed into place only when the run is complete.
+        sink: SinkFn | None = None
+        if folder:
+            fh = stack.enter_context(open(folder / PARTIAL_SAMPLES, "w", encoding="utf-8"))
+            sink = lambda rows: fh.writelines(dump_line(s) for s in rows)  # noqa: E731
+        elif keep_samples:
+            sink = all_samples.extend
+        scorer = stack.enter_context(Scorer(task_list, workers, check_timeout))
         try:
             for task in task_list:
                 own = (task_settings or {}).get(task.name, {})
-                result, samples = _run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed,
-                                            k=k, temperature=temperature, top_p=top_p, split=split,
-                                            level=own.get("level", level), batch_size=batch_size,
-                                            max_new_tokens=max_new_tokens, progress=progress, chat=chat, tally=tally,
-                                            sequential=Sequential(targets[task.name], alpha) if adaptive else None)
+                result = run_task(task, backend, identity, journal, scorer, n=own.get("n", n), seed=seed, k=k,
+                                  temperature=temperature, top_p=top_p, split=split, level=own.get("level", level),
+                                  batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                                  chat=chat, tally=tally, sink=sink,
+                                  sequential=Sequential(targets[task.name], alpha) if adaptive else None)
                 task_results.append(result)
-                if sink is not None:
-                    sink.writelines(dump_line(s) for s in samples)
-                elif keep_samples:
-                    all_samples.extend(samples)
                 total_gen += result["timings"]["generate_s"]
                 total_check += result["timings"]["check_s"]
         except KeyboardInterrupt:
             if journal is None:
                 raise
-            raise RunInterrupted(_saved(journal), journal.appended, journal.path, run_id) from None
+            raise RunInterrupted(journal.saved, journal.appended, journal.path, run_id) from None
         except EvalkitError as exc:  # e.g. a server that stopped answering: say what is kept
             if journal is not None and journal.appended and exc.args and isinstance(exc.args[0], str):
-                exc.args = (f"{exc.args[0]} ({_saved(journal)} samples are saved in {journal.path}; the same "
+                exc.args = (f"{exc.args[0]} ({journal.saved} samples are saved in {journal.path}; the same "
                             "command resumes them)", *exc.args[1:])
             raise
-        if sink is not None:
-            sink.flush()
-            os.fsync(sink.fileno())
+        if folder:
+            fh.flush()
+            os.fsync(fh.fileno())
     data = {
         "schema_version": SCHEMA_VERSION, "kind": "evalkit.run", "run_id": run_id, "evalkit_version": __version__,
         "created_at": created, "finished_at": utc_now(), "complete": True,
@@ -270,127 +261,3 @@ def evaluate(
     elif keep_samples:
         data["samples"] = all_samples
     return record
-
-
-def _saved(journal: Journal) -> int:
-    """Samples in the journal that a rerun would use (failed ones are generated again)."""
-    return sum("failed" not in e for e in journal.entries.values())
-
-
-class _Scorer:
-    """Where checks run: in worker processes (evalkit.core.checkpool), where a check past its deadline is
-    ended, not abandoned; on threads here for tasks marked `contained` (their checks bound themselves,
-    e.g. code in the sandbox), and where fork is unavailable. Workers start at the first check that
-    needs them and end with the evaluation."""
-
-    def __init__(self, tasks: Sequence[Task], workers: int, timeout: float):
-        self.timeout = timeout
-        in_workers = [t for t in tasks if not is_contained(t)]
-        self.pool = CheckPool(in_workers, workers=workers, timeout=timeout) if fork_available() else None
-        self.in_workers = {id(t) for t in in_workers}
-        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score")
-
-    def __enter__(self) -> _Scorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.close(kill=exc[0] is not None)
-        self.threads.shutdown(wait=exc[0] is None, cancel_futures=True)
-
-    def score(self, task: Task, jobs: list[tuple[Example, str]]) -> list[Scored]:
-        if self.pool is not None and id(task) in self.in_workers:
-            return self.pool.score(task, jobs)
-        return list(self.threads.map(lambda job: score(task, job[0], job[1], timeout=self.timeout), jobs))
-
-
-def _run_task(task: Task, backend: ModelBackend, identity: str, journal: Journal | None, scorer: _Scorer, *,
-              n: int | None, seed: int, k: int, temperature: float, top_p: float, split: str, level: int | None,
-              batch_size: int, max_new_tokens: int | None, progress: ProgressFn | None, chat: bool = False,
-              tally: Tally | None = None, sequential: Sequential | None = None
-              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    tally = tally if tally is not None else Tally()
-    examples = task.examples(split, n=n, seed=seed, level=level)
-    if not examples:
-        raise NothingToRun(f"task {task.name!r} has no {split} examples (level {level})")
-    if sequential is not None:  # the same examples as a fixed-n run, in a seeded random order
-        sequential.cap = len(examples)
-    mnt = max_new_tokens or task.generation.max_new_tokens or size_max_new_tokens(task, examples, backend)
-    gen = GenerationConfig(max_new_tokens=mnt, stop=task.generation.stop, temperature=temperature, top_p=top_p,
-                           chat=chat)
-    gen_key = gen.to_dict()
-    messages = {ex.id: task.messages(ex) for ex in examples} if chat else {}
-    keys = {(ex.id, i): sample_key(identity, task.name, task.version, ex.id, gen_key, seed, i,
-                                   prompt_fingerprint(messages[ex.id]) if chat else None)
-            for ex in examples for i in range(k)}
-    found: dict[tuple[str, int], dict[str, Any]] = {}
-    if journal is not None:
-        for key_id, key in keys.items():
-            entry = journal.get(key)
-            if entry is not None and "failed" not in entry:  # a failed sample is generated again
-                found[key_id] = entry
-    resumed = set(found)
-    order = seeded_order(examples, f"{task.name}/{seed}") if sequential else examples
-    gen_s = check_s = 0.0
-    gen_tokens = prompt_tokens = generated_examples = 0
-    sizer = BatchSizer(batch_size, backend, journaled=journal is not None)
-    start = 0  # examples of `order` looked at so far; an adaptive run looks after each round, else once at the end
-    for end in sequential.looks() if sequential else [len(order)]:
-        pending = [ex for ex in order[start:end] if any((ex.id, i) not in found for i in range(k))]
-        done, start = end - len(pending), end
-        if progress:
-            progress(task.name, done, len(examples))
-        while pending:
-            batch, pending = pending[: sizer.size], pending[sizer.size:]
-            t0 = time.perf_counter()
-            if isinstance(backend, ExampleGenerator):
-                raw = backend.generate_examples(batch, gen, seed=seed, num_samples=k)
-            else:
-                prompts = [messages[ex.id] if chat else ex.prompt for ex in batch]
-                raw = backend.generate(prompts, gen, seed=seed, num_samples=k)
-            outputs = clean_outputs(raw, len(batch), k, identity)
-            gen_s += time.perf_counter() - t0
-            gen_tokens += backend.last_stats.generated_tokens
-            prompt_tokens += backend.last_stats.prompt_tokens
-            generated_examples += len(batch)
-            t1 = time.perf_counter()
-            jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
-            to_check = [(ex, output) for ex, _, output in jobs if not isinstance(output, FailedOutput)]
-            checked = iter(scorer.score(task, to_check))
-            check_s += time.perf_counter() - t1
-            entries = []
-            for ex, i, output in jobs:
-                entry = {"key": keys[(ex.id, i)], "model": identity, "task": task.name, "task_version": task.version,
-                         "example": ex.to_dict(), "sample_index": i, "seed": seed, "generation": gen_key}
-                if isinstance(output, FailedOutput):
-                    entry.update(output="", answer="", failed=output.error,
-                                 verdict={"status": "ERROR", "score": 0.0, "reason": f"no output: {output.error}"})
-                    tally.failed += 1
-                else:
-                    sc = next(checked)
-                    entry.update(output=str(output), answer=sc.answer, verdict=sc.verdict.to_dict())
-                if chat:
-                    entry["messages"] = messages[ex.id]
-                entries.append(entry)
-                found[(ex.id, i)] = entry
-            if journal is not None:
-                journal.append(entries)  # on disk before the next batch is asked for
-            tally.generated += len(entries)
-            sizer.done(len(batch), time.perf_counter() - t0)
-            done += len(batch)
-            if progress:
-                progress(task.name, done, len(examples))
-        if sequential and sequential.look(sum(found[(ex.id, 0)]["verdict"]["status"] == "PASS" for ex in order[:end]),
-                                          end):
-            break
-    used = order[:start]
-    tally.resumed += sum((ex.id, i) in resumed for ex in used for i in range(k))
-    if progress and len(used) < len(examples):
-        progress(task.name, len(used), len(used))  # stopped early: the task is done
-    samples = [sample_row(found[(ex.id, i)]) for ex in used for i in range(k)]
-    timings = {"generate_s": round(gen_s, 4), "check_s": round(check_s, 4),
-               "examples_per_s": round(generated_examples / gen_s, 2) if gen_s > 0 else 0.0,
-               "tokens_per_s": round(gen_tokens / gen_s, 2) if gen_s > 0 else 0.0,
-               "generated_tokens": gen_tokens, "prompt_tokens": prompt_tokens,
-               "examples_generated": generated_examples, "examples_resumed": len(used) - generated_examples}
-    return task_result(task, gen, level, samples, timings, sequential.to_dict() if sequential else None), samples
