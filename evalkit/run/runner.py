@@ -38,6 +38,7 @@ from evalkit.run.posthoc import compare_records, rescore
 from evalkit.run.record import SAMPLES_FILE, SCHEMA_VERSION, RunRecord, utc_now
 from evalkit.run.sequential import DEFAULT_ALPHA, Sequential, adaptive_targets
 from evalkit.run.taskrun import ProgressFn, Scorer, SinkFn, run_task, size_max_new_tokens
+from evalkit.sandbox import default_size as sandbox_pool_size
 from evalkit.version import __version__
 
 # rescore and compare_records live in posthoc.py; callers import them from here too.
@@ -217,7 +218,9 @@ def evaluate(
             sink = lambda rows: fh.writelines(dump_line(s) for s in rows)  # noqa: E731
         elif keep_samples:
             sink = all_samples.extend
-        scorer = stack.enter_context(Scorer(task_list, workers, check_timeout))
+        # Contained checks (model-written code in the sandbox) wait on the sandbox's pool: as many at once as it runs.
+        scorer = stack.enter_context(Scorer(task_list, workers, check_timeout,
+                                            thread_workers=check_workers or max(workers, sandbox_pool_size())))
         try:
             for task in task_list:
                 own = (task_settings or {}).get(task.name, {})

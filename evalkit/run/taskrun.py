@@ -52,12 +52,14 @@ class Scorer:
     e.g. code in the sandbox), and where fork is unavailable. Workers start at the first check that
     needs them and end with the evaluation."""
 
-    def __init__(self, tasks: Sequence[Task], workers: int, timeout: float):
+    def __init__(self, tasks: Sequence[Task], workers: int, timeout: float, thread_workers: int | None = None):
+        """`thread_workers`: threads for the contained tasks' checks (default `workers`); a thread mostly waits
+        on the sandbox, whose pool runs more checks at once than there are CPUs."""
         self.timeout = timeout
         in_workers = [t for t in tasks if not is_contained(t)]
         self.pool = CheckPool(in_workers, workers=workers, timeout=timeout) if fork_available() else None
         self.in_workers = {id(t) for t in in_workers}
-        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-score")
+        self.threads = ThreadPoolExecutor(max_workers=thread_workers or workers, thread_name_prefix="evalkit-score")
 
     def __enter__(self) -> Scorer:
         return self

@@ -26,12 +26,12 @@ from typing import Any
 
 from evalkit.sandbox import _wire
 from evalkit.sandbox._detect import ENV_VAR, Detection, configured, detect, doctor, resolve_isolation
-from evalkit.sandbox._pool import Job, SandboxPool, default_pool
+from evalkit.sandbox._pool import Job, SandboxPool, default_pool, default_size
 from evalkit.sandbox._types import Isolation, Limits, SandboxResult, SandboxUnavailable
 from evalkit.sandbox._wire import decode as decode_value
 
 __all__ = [
-    "Isolation", "Limits", "SandboxResult", "SandboxUnavailable", "SandboxPool", "default_pool",
+    "Isolation", "Limits", "SandboxResult", "SandboxUnavailable", "SandboxPool", "default_pool", "default_size",
     "run_sandboxed", "call_sandboxed", "test_sandboxed", "detect", "Detection", "resolve_isolation",
     "configured", "doctor", "ENV_VAR", "decode_value",
 ]
