@@ -27,6 +27,12 @@ two comparisons as the tiny sizes, on chat prompts rendered by the model's chat 
    <|im_end|>, the EOS, to its stop strings; raw generate stops a batch when every row has emitted
    it). All contenders are checked against one stop-free greedy pass cut at each row's stop.
 
+Every chat prompt of a task repeats its system message and few-shot turns (46 of the ~59 tokens of an
+addition prompt): evalkit's `hf:` backend runs such a shared prefix once per `generate` call and starts
+each row from its key/value states (`evalkit.models.prefix`); HFLM and raw generate prefill every prompt
+whole. That is evalkit's own code path as a user gets it (on by default), checked by the same answer
+comparisons.
+
 Threads, OMP_WAIT_POLICY, interleaved timing and the output table are eval_throughput.py's.
 """
 

@@ -151,7 +151,9 @@ def test_batched_greedy_equals_one_at_a_time(llama, tok, full_outputs, decoder):
     assert isinstance(stats, GenerationStats) and stats.prompts == stats.samples == len(PROMPTS)
     assert stats.prompt_tokens == sum(len(p) + 1 for p in PROMPTS)  # chars + <s>
     assert sum(cuts) < stats.generated_tokens <= 10 * len(PROMPTS)
-    assert stats.batches == 3 and stats.seconds > 0
+    assert stats.seconds > 0
+    # generate: 3 static batches; the loop: its prefill passes (waiting rows join the running batch as rows end)
+    assert stats.batches == 3 if decoder == "generate" else 3 <= stats.batches <= len(PROMPTS)
 
 
 def test_gpt2_batched_equals_one_at_a_time_and_truncates(tok):

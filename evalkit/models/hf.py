@@ -1,13 +1,15 @@
 """Hugging Face causal LMs as a `ModelBackend`: batched, per-row stopping, fast on small models.
 
-Generation runs its own KV-cache decoding loop by default (`decoder="loop"`): prompts are
-sorted by real token length and batched with their neighbours (left padding built here,
-the tokenizer is never mutated), and a row that hits EOS or a stop string leaves the
-batch at once — its input, mask, positions and cache rows are dropped — so finished rows
-cost nothing. A row also ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw
-text (the tokenizer adds BOS) or a list of chat messages, rendered by the tokenizer's chat template
-(`render`, `hf_chat.render_chat`). `decoder="generate"` uses `model.generate` with a per-row stopping criterion
-instead (for architectures the loop does not handle).
+Generation runs its own KV-cache decoding loop by default (`decoder="loop"`, `evalkit.models.decode`):
+prompts are sorted by the token length still to feed and batched with their neighbours (left padding built
+there, the tokenizer is never mutated), and a row that hits EOS or a stop string leaves the batch at once —
+its input, mask, positions and cache rows are dropped — so finished rows cost nothing. Prompts of one call
+that share a long token prefix (a chat task's system message and few-shot turns) have that prefix's
+key/value states computed once (`evalkit.models.prefix`; `prefix_cache=False` turns it off). A row also
+ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw text (the tokenizer adds BOS)
+or a list of chat messages, rendered by the tokenizer's chat template (`render`, `hf_chat.render_chat`).
+`decoder="generate"` uses `model.generate` with a per-row stopping criterion instead (for architectures
+the loop does not handle).
 
 This module imports torch and transformers: only code that runs a model imports it
 (`evalkit.models` resolves `HFBackend` lazily).
@@ -20,7 +22,6 @@ on which other prompts share its call or batch (a resumed run draws the same sam
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -34,6 +35,8 @@ from transformers import StoppingCriteria
 from evalkit.core.extract import cut_at_stop, find_stop
 from evalkit.models import hf_chat
 from evalkit.models.base import GenerationStats, check_generate_args
+from evalkit.models.decode import ModelCall, StopCheck, decode_rows, left_pad, stop_candidates, vocabulary_texts
+from evalkit.models.prefix import prefix_length, prefix_plan, supports_prefix_cache
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -42,6 +45,10 @@ if TYPE_CHECKING:
     from evalkit.core.task import GenerationConfig
 
 DECODERS = ("loop", "generate")
+#: Per tokenizer digest: each id's text (`decode.vocabulary_texts`); per (digest, stops' last characters):
+#: the ids that may complete a stop. Bounded; a tokenizer's digest covers its whole definition.
+_VOCAB_TEXTS: dict[str, tuple[list[str], list[str | None]] | None] = {}
+_CANDIDATES: dict[tuple[str, str], frozenset[int] | None] = {}
 _CONFIG_VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype",
                     "architectures", "_commit_hash", "_attn_implementation_autoset"}
 
@@ -103,11 +110,16 @@ class HFBackend:
         batch_size: rows per forward batch.
         device, dtype: where and in which precision to run (default: as the model is).
         decoder: "loop" (own KV-cache loop that drops finished rows) or "generate".
+        prefix_cache: in the loop, compute a prefix shared by several prompts of a call once
+            (`evalkit.models.prefix`).
+        continuous_batching: in the loop, start waiting prompts in the running batch as its rows end
+            (`evalkit.models.decode.decode_rows`), where the model's cache allows it.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  batch_size: int = 64, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, decoder: str = "loop"):
+                 dtype: torch.dtype | None = None, decoder: str = "loop", prefix_cache: bool = True,
+                 continuous_batching: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decoder not in DECODERS:
@@ -126,26 +138,28 @@ class HFBackend:
         cfg = model.config
         self.max_positions: int | None = (getattr(cfg, "max_position_embeddings", None)
                                           or getattr(cfg, "n_positions", None))
-        # A PEFT wrapper's forward takes **kwargs; the keywords it passes on are the base model's.
-        get_base: Any = getattr(model, "get_base_model", None)
-        base = get_base() if callable(get_base) else model
-        params = inspect.signature(base.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+        self.prefix_cache = prefix_cache
+        self._call = ModelCall.of(model, self.pad_id, self.eos_ids)
+        self._continuous = continuous_batching and supports_prefix_cache(self._call)
         self._fast_decode = getattr(tokenizer, "backend_tokenizer", None)
-        self._stop_token_cache: dict[tuple[str, ...], frozenset[int]] = {}
 
-    def _stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
-        """Token ids whose text contains one of `stops` (single ASCII characters only).
-
-        A one-character ASCII stop string cannot span two tokens, so "this row emitted a stop"
-        is a set lookup on the new token instead of decoding the row's tail every step.
-        """
-        if stops not in self._stop_token_cache:
-            vocab = len(self.tokenizer)
-            texts = self._decode([[i] for i in range(vocab)])
-            self._stop_token_cache[stops] = frozenset(i for i, t in enumerate(texts) if any(s in t for s in stops))
-        return self._stop_token_cache[stops]
+    def _stop_check(self, stop: Sequence[str]) -> StopCheck:
+        """The stop-string check of a call; the vocabulary's texts are computed once per tokenizer (by its
+        digest) and kept for the process, so a new backend per evaluation pays nothing again."""
+        if not any(stop):
+            return StopCheck((), self._decode, frozenset())
+        key = self._tok_digest
+        if key not in _VOCAB_TEXTS:
+            if len(_VOCAB_TEXTS) >= 8:
+                _VOCAB_TEXTS.pop(next(iter(_VOCAB_TEXTS)))
+            _VOCAB_TEXTS[key] = vocabulary_texts(self._decode, len(self.tokenizer))
+        texts = _VOCAB_TEXTS[key]
+        last = "".join(sorted({s[-1] for s in stop if s}))
+        if (key, last) not in _CANDIDATES:
+            if len(_CANDIDATES) >= 64:
+                _CANDIDATES.pop(next(iter(_CANDIDATES)))
+            _CANDIDATES[key, last] = stop_candidates(texts, stop)
+        return StopCheck(stop, self._decode, _CANDIDATES[key, last], len(texts[0]) if texts else 0)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
@@ -196,26 +210,35 @@ class HFBackend:
         ids, truncated = self._encode(list(prompts), max_new)
         # One row per continuation to compute: greedy rows are shared by all samples.
         rows = [(p, s) for p in range(len(prompts)) for s in range(num_samples if sampling else 1)]
-        order = sorted(range(len(rows)), key=lambda r: -len(ids[rows[r][0]]))  # stable
+        loop = self.decoder == "loop"
+        kv, groups = None, [-1] * len(rows)
         texts: list[str] = [""] * len(rows)
         n_gen = n_batches = 0
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for b in range(0, len(order), self.batch_size):
-                    chunk = order[b:b + self.batch_size]
-                    batch = [ids[rows[r][0]] for r in chunk]
-                    gens = ([self._row_generator(seed, keys[rows[r][0]], rows[r][1]) for r in chunk]
-                            if sampling else None)
-                    if self.decoder == "loop":
-                        toks, n = self._decode_loop(batch, config, gens)
-                    else:
-                        toks, n = self._decode_generate(batch, config, seed + b)
-                    n_gen += n
-                    n_batches += 1
-                    for r, text in zip(chunk, self._decode(toks)):
+                if loop and self.prefix_cache:
+                    kv, groups = prefix_plan(self._call, [ids[p] for p, _ in rows], self.batch_size)
+                # Longest first by the tokens still to feed, so a batch's rows need little padding.
+                order = sorted(range(len(rows)), key=lambda r: prefix_length(kv, groups[r]) - len(ids[rows[r][0]]))
+                if loop:
+                    gens = [self._row_generator(seed, keys[p], s) for p, s in rows] if sampling else None
+                    order_rows = [ids[rows[r][0]] for r in order]
+                    toks, n_gen, n_batches = decode_rows(
+                        self._call, order_rows, config, self._stop_check(config.stop), batch_size=self.batch_size,
+                        gens=[gens[r] for r in order] if gens else None, prefix=kv,
+                        groups=[groups[r] for r in order], continuous=self._continuous)
+                    for r, text in zip(order, self._decode(toks)):
                         texts[r] = cut_at_stop(text, config.stop)
+                else:
+                    for b in range(0, len(order), self.batch_size):
+                        chunk = order[b:b + self.batch_size]
+                        toks, n = self._decode_generate([ids[rows[r][0]] for r in chunk], config, seed + b)
+                        n_gen += n
+                        n_batches += 1
+                        for r, text in zip(chunk, self._decode(toks)):
+                            texts[r] = cut_at_stop(text, config.stop)
         finally:
             self.model.train(was_training)
         out: list[list[str]] = [[] for _ in keys]
@@ -257,98 +280,13 @@ class HFBackend:
         g.manual_seed(int.from_bytes(key, "little") & ((1 << 63) - 1))
         return g
 
-    def _left_pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        return input_ids.to(self.device), mask.to(self.device)
-
-    def _stop_window(self, stop: Sequence[str]) -> int:
-        # A stop string of n characters ends within the last n tokens (a token is at least
-        # one character); the margin covers tokens that decode to nothing on their own.
-        return max((len(s) for s in stop), default=0) + 8
-
-    def _decode_loop(self, batch: list[list[int]], config: GenerationConfig,
-                     gens: list[torch.Generator] | None) -> tuple[list[list[int]], int]:
-        """Greedy/sampled decoding with a KV cache; finished rows leave the batch."""
-        from transformers import DynamicCache
-
-        assert config.max_new_tokens is not None  # generate() checked it
-
-        model = self.model
-        fast = tuple(sorted({s for s in config.stop if len(s) == 1 and s.isascii()}))
-        stop = [s for s in config.stop if s and s not in fast]  # the rest need the decoded tail
-        stop_ids = self._stop_tokens(fast) if fast else frozenset()
-        window = self._stop_window(stop)
-        input_ids, mask = self._left_pad(batch)
-        pos = (mask.cumsum(-1) - 1).clamp_(min=0)
-        try:
-            cache = DynamicCache(config=model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
-        kw: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}
-        first = dict(kw, **({self._keep_kw: 1} if self._keep_kw else {}))
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, **first).logits[:, -1, :]
-        alive = list(range(len(batch)))  # original row of each current batch row
-        out: list[list[int]] = [[] for _ in batch]
-        n_gen = 0
-        for step in range(config.max_new_tokens):
-            nxt = self._choose(logits, config, [gens[r] for r in alive] if gens else None)
-            keep: list[int] = []  # batch rows still running after this token
-            maybe: list[int] = []  # rows that may have written a stop string
-            for j, tok in enumerate(nxt.tolist()):
-                if tok not in self.eos_ids:  # EOS ends a row and is not part of its text
-                    out[alive[j]].append(tok)
-                    (maybe if tok in stop_ids else keep).append(j)
-            n_gen += len(alive)
-            if stop and keep:  # decode only each row's tail: cheap at any output length
-                tails = self._decode([out[alive[j]][-window:] for j in keep])
-                maybe += [j for j, t in zip(keep, tails) if any(s in t for s in stop)]
-                keep = [j for j, t in zip(keep, tails) if not any(s in t for s in stop)]
-            if maybe:  # a stop string ends a row unless it lies in the output's leading whitespace
-                texts = self._decode([out[alive[j]] for j in maybe])
-                keep = sorted(keep + [j for j, t in zip(maybe, texts) if find_stop(t, config.stop) < 0])
-            if not keep or step == config.max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):  # drop finished rows everywhere
-                idx = torch.tensor(keep, device=nxt.device)
-                nxt, mask, pos = nxt[idx], mask[idx], pos[idx]
-                cache.batch_select_indices(idx)
-                alive = [alive[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-            pos = pos[:, -1:] + 1
-            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                           **kw).logits[:, -1, :]
-        return out, n_gen
-
-    @staticmethod
-    def _choose(logits: torch.Tensor, config: GenerationConfig,
-                gens: list[torch.Generator] | None) -> torch.Tensor:
-        if gens is None:
-            return logits.argmax(dim=-1)
-        scores = logits.float() / config.temperature
-        if config.top_p < 1.0:  # nucleus: drop tokens once the mass before them reaches top_p
-            sorted_scores, sorted_idx = scores.sort(dim=-1, descending=True)
-            probs = sorted_scores.softmax(dim=-1)
-            drop = (probs.cumsum(dim=-1) - probs) >= config.top_p  # never drops the top token
-            scores = scores.scatter(-1, sorted_idx, sorted_scores.masked_fill(drop, float("-inf")))
-        # Gumbel-max: argmax(scores + Gumbel noise) is a draw from softmax(scores); each row
-        # draws its noise from its own generator, so batching does not change its sample.
-        vocab = scores.shape[-1]
-        u = torch.stack([torch.rand(vocab, generator=g, device=scores.device) for g in gens])
-        gumbel = -torch.log(-torch.log(u.clamp_(min=1e-20, max=1.0 - 1e-7)))
-        return (scores + gumbel).argmax(dim=-1)
-
     def _decode_generate(self, batch: list[list[int]], config: GenerationConfig,
                          seed: int) -> tuple[list[list[int]], int]:
         """`model.generate` with a per-row stop-string criterion (reproducible per batch)."""
         from transformers import GenerationConfig as HFGenerationConfig
         from transformers import StoppingCriteriaList
 
-        input_ids, mask = self._left_pad(batch)
+        input_ids, mask = left_pad(batch, self.pad_id, self.device)
         sampling = config.temperature > 0
         gc = HFGenerationConfig(
             max_new_tokens=config.max_new_tokens, do_sample=sampling, pad_token_id=self.pad_id,
@@ -356,7 +294,8 @@ class HFBackend:
             **({"temperature": config.temperature, "top_p": config.top_p, "top_k": 0} if sampling else {}))
         stop = [s for s in config.stop if s]
         criteria = StoppingCriteriaList(
-            [StopStrings(self._decode, stop, input_ids.shape[1], self._stop_window(stop))] if stop else [])
+            [StopStrings(self._decode, stop, input_ids.shape[1], max((len(s) for s in stop), default=0) + 8)]
+            if stop else [])
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
