@@ -71,3 +71,15 @@ def smollm2() -> Path:
         pytest.skip(f"SKIPPED LOUDLY: SmolLM2-135M-Instruct is not cached at {path}; get it with "
                     "`evalkit models get smollm2-135m-instruct` to run the real-model tests")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and busy cores make OpenMP threads crawl (a module's tests
+    run on one torch thread: `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -33,12 +33,7 @@ PROMPTS = [SYSTEM + q for q in QUESTIONS] + ["Hello, world", "a\nb\nc:", "zz top
 MAX_NEW = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

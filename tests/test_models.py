@@ -22,13 +22,7 @@ PROMPTS = ["1+1=", "12+345=", "Hello, world", "x", "987654+123456=", "a\nb\nc:",
            "The quick brown fox jumps", "7*8=", "zz top", "0=", "~!@#$%^&*"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and busy cores make OpenMP threads crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
