@@ -25,6 +25,7 @@ Appends a section to bench/RESULTS.md.
 
     .venv/bin/python bench/time_to_target.py            # finetune/addition.yaml (minutes)
     .venv/bin/python bench/time_to_target.py --quick    # a tiny recipe (well under a minute)
+    .venv/bin/python bench/time_to_target.py --levers   # + evalkit with each of its levers off, same run
     .venv/bin/python bench/time_to_target.py --recipe finetune/smollm2-addition.yaml   # ~40 min of 2 CPUs
     .venv/bin/python bench/time_to_target.py --recipe finetune/smollm2-addition.yaml --max-steps 4 \
         --override eval.n=8 --override eval.every=2 --override data.size=64 --no-append   # plumbing check
@@ -207,6 +208,18 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path, overrides: dict,
             "tokens_per_row": sum(len(r["input_ids"]) for r in dataset) / len(dataset)}
 
 
+def lever_variants(r) -> dict[str, dict]:
+    """The recipe overrides that switch off each loop lever the recipe turns on (evalkit.train.signal, adaptive)."""
+    variants: dict[str, dict] = {}
+    if r.eval_every_near and r.eval_every_near != r.eval_every:
+        variants["eval.every_near"] = {"eval": {"every_near": r.eval_every}}  # the same cadence everywhere
+    if r.train.get("anneal"):
+        variants["train.anneal"] = {"train": {"anneal": None}}
+    if r.eval_adaptive:
+        variants["eval.adaptive"] = {"eval": {"adaptive": False}}
+    return variants
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny recipe instead of finetune/addition.yaml")
@@ -216,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="merged into the recipe for both contenders, e.g. eval.n=8 (repeatable)")
     parser.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--levers", action="store_true",
+                        help="also run evalkit with each loop lever the recipe turns on switched off (eval.every_near, "
+                             "train.anneal, eval.adaptive), to measure what each buys")
     args = parser.parse_args(argv)
     import torch
 
@@ -239,11 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     from evalkit.train.recipe import load_recipe
 
     r = load_recipe(recipe, overrides or None)
+    levers = lever_variants(r) if args.levers else {}
     load_before = os.getloadavg()
+    without: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ours = evalkit_run(recipe, tasks_dir, tmp / "evalkit", overrides, args.max_steps)
         theirs = baseline_run(recipe, tasks_dir, tmp / "baseline", overrides, args.max_steps)
+        for i, (name, off) in enumerate(levers.items()):
+            from evalkit.train.recipe import deep_merge
+
+            without[name] = evalkit_run(recipe, tasks_dir, tmp / f"lever-{i}", deep_merge(overrides, off),
+                                        args.max_steps)
     # Training throughput: tokens the model trained on per second of evalkit's run.
     params, rows_tokens = theirs["params"], theirs["tokens_per_row"]
     tokens = ours["step"] * r.train["batch_size"] * r.train["gradient_accumulation"] * rows_tokens
@@ -260,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         f"| Trainer + lm-eval simple_evaluate | {theirs['met']} | {theirs['step']} | {theirs['evals']} | "
         f"{theirs['rate']:.1%} | {theirs['why']} | {theirs['wall_s']:.1f} | baseline |",
     ]
+    for name, res in without.items():
+        rate = "; ".join(f"{k} {v['rate']:.1%}" for k, v in (res["rate"] or {}).items())
+        lines.append(f"| evalkit, {name} off | {res['met']} | {res['step']} | {res['evals']} | {rate} | {res['why']} | "
+                     f"{res['wall_s']:.1f} | {res['wall_s'] / theirs['wall_s']:.2f}x |")
     shown = recipe.relative_to(REPO) if recipe.is_relative_to(REPO) else recipe
     changed = " ".join(f"--override {o}" for o in args.override)
     steps = f" --max-steps {args.max_steps}" if args.max_steps else ""
@@ -274,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
              f"python {platform.python_version()}, torch {torch.__version__}"]
     print("\n".join(lines + [""] + notes))
     if not args.no_append:
-        flags = " --quick" if args.quick else (f" --recipe {shown}" if args.recipe else "")
+        flags = (" --quick" if args.quick else (f" --recipe {shown}" if args.recipe else "")) + (
+            " --levers" if args.levers else "")
         with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
             fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py"
                      f"{flags}{steps}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))

@@ -199,8 +199,11 @@ def test_sigkill_mid_run_and_mid_save_then_resume_matches_uninterrupted(tmp_path
 
 @pytest.mark.slow
 def test_torchrun_two_processes_data_parallel(tmp_path):
-    """The same recipe under `torchrun --nproc_per_node 2` (gloo, CPU): one evaluation per step, rank 0."""
-    path = recipe_file(tmp_path)
+    """The same recipe under `torchrun --nproc_per_node 2` (gloo, CPU): one evaluation per step, rank 0. With the
+    pass-rate signals on (evaluations every 5 steps once near the target, the learning-rate anneal), every rank
+    follows rank 0's schedule: a rank that evaluated on another schedule would hang the collectives."""
+    path = recipe_file(tmp_path, **{"every: 10": "every: 10\n  every_near: 5\n  near: 0.9",
+                                    "threads: 1}": "threads: 1, anneal: {at: 0.1, steps: 20, to: 0.1}}"})
     torchrun = Path(sys.executable).with_name("torchrun")
     out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "evalkit", "finetune", str(path),
                           "--output", str(tmp_path / "out"), "--tasks-dir", str(FT / "tasks.py")],
@@ -210,4 +213,5 @@ def test_torchrun_two_processes_data_parallel(tmp_path):
     record = json.loads((tmp_path / "out" / "record.json").read_text())
     steps = [h["step"] for h in record["meta"]["training"]["history"]]
     assert steps == sorted(set(steps)) and steps[0] == 0
+    assert any(s % 10 for s in steps), steps  # every_near's cadence (5) was followed on both ranks
     assert record["tasks"][0]["rate"] >= 0.9

@@ -123,6 +123,7 @@ class Run:
         self.entry_extra: dict[str, Any] = {}
         self.training_meta: dict[str, Any] = {}
         self.check_timeout = DEFAULT_CHECK_TIMEOUT
+        self.rank_rates: list[dict[str, Any]] = []  # on ranks other than 0: the pass rates rank 0 broadcast
 
     def target_of(self, name: str) -> float:
         t = self.targets[name]
@@ -142,9 +143,23 @@ class Run:
 
     # -- evaluate and decide ------------------------------------------------------------------
     def evaluate(self, model: Any, step: int, epoch: float | None) -> bool:
-        """Evaluate at `step` (on rank 0), record it, apply the stop rule; returns whether to stop."""
-        stop = self.evaluate_and_decide(model, step, epoch) if is_main() else False
-        return bool(broadcast([1.0 if stop else 0.0])[0])
+        """Evaluate at `step` (on rank 0), record it, apply the stop rule; returns whether to stop. The other ranks
+        get the decision and the pass rates (`signal_history`): `train.signal` then acts alike on every rank."""
+        names, values = [t.task for t in self.recipe.targets], [0.0]
+        if is_main():
+            values = [1.0 if self.evaluate_and_decide(model, step, epoch) else 0.0]
+            rates = self.state.history[-1]["rates"]
+            values += [float(rates[n][key]) if n in rates else 0.0 for n in names for key in ("rate", "target")]
+        values = broadcast(values + [0.0] * (1 + 2 * len(names) - len(values)))
+        if not is_main():
+            self.rank_rates.append({"step": step, "rates": {n: {"rate": values[1 + 2 * i], "target": values[2 + 2 * i]}
+                                                            for i, n in enumerate(names)}})
+        return bool(values[0])
+
+    @property
+    def signal_history(self) -> list[dict[str, Any]]:
+        """Each evaluation's per-task rate and target on every rank (rank 0's history, else restored + broadcast)."""
+        return self.state.history if is_main() else [*self.state.history, *self.rank_rates]
 
     def evaluate_and_decide(self, model: Any, step: int, epoch: float | None) -> bool:
         """One held-out evaluation (a run record in evals/step-N/) and the stop rule, in this process."""

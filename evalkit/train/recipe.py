@@ -11,6 +11,7 @@ from evalkit.errors import ConfigError
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 64, "gradient_accumulation": 1, "lr": 1e-3, "scheduler": "constant_with_warmup",
     "warmup_steps": 50, "weight_decay": 0.0, "max_grad_norm": 1.0, "threads": None, "bf16": False, "lora": None,
+    "anneal": None,
 }
 FILTER_DEFAULTS: dict[str, Any] = {"dedupe": True, "near_dedupe": True, "min_chars": 1, "max_tokens": None,
                                    "verify_reference": True}
@@ -70,6 +71,8 @@ class Recipe:
     eval_chat: bool = False  # evaluate in chat mode (the tasks' chat forms, the model's chat template)
     eval_adaptive: bool = False  # stop each evaluation of a task once its target is decided (evalkit.run.sequential)
     eval_alpha: float = 0.05  # the adaptive decisions' level
+    eval_every_near: int | None = None  # evaluate this often while every task is near its target (train.signal)
+    eval_near: float = 0.1  # how far below a target counts as near
     gate: Path | None = None  # the gate config the result is meant for (the finetune's closing hint names it)
 
     @property
@@ -174,6 +177,9 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
             checkers.make(spec)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(str(exc).strip("'\""), file=path, field=f"eval.checkers.{name}") from None
+    if "near" in ev and not ev.get("every_near"):
+        raise ConfigError("eval.near is how close to a target eval.every_near applies: set eval.every_near too, or "
+                          "drop it", file=path, field="eval.near")
     if "alpha" in ev and not ev.get("adaptive"):
         raise ConfigError("eval.alpha is the level of adaptive decisions: set eval.adaptive: true too, or drop it",
                           file=path, field="eval.alpha")
@@ -193,6 +199,7 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
         expert_iteration={**EXPERT_ITERATION_DEFAULTS, **(data.get("expert_iteration") or {})},
         grpo={**GRPO_DEFAULTS, **(data.get("grpo") or {})}, curriculum=curriculum, eval_checkers=eval_checkers,
         eval_chat=ev.get("chat", False), eval_adaptive=ev.get("adaptive", False), eval_alpha=ev.get("alpha", 0.05),
+        eval_every_near=ev.get("every_near"), eval_near=ev.get("near", 0.1),
         gate=_gate_file(data, path),
     )
 

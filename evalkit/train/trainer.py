@@ -3,9 +3,11 @@
     trainer = sft_trainer(run, model, tokenizer, rows, max_steps=500)   # or attach(GRPOTrainer(...), run)
     trainer.train()
 
-- `EvaluateAndStop` evaluates with the task checkers every `eval.every` steps (and at the last
-  step, and when the time budget ends), asks the Trainer for a checkpoint after each evaluation
-  and stops training when the run's stop rule says so.
+- `EvaluateAndStop` evaluates with the task checkers every `eval.every` steps (`eval.every_near` while
+  the pass rates are near their targets; and at the last step, and when the time budget ends), asks
+  the Trainer for a checkpoint after each evaluation and stops training when the run's stop rule says
+  so. With `train.anneal` it scales the scheduler's learning rate once the pass rate has moved
+  (`evalkit.train.signal`), right before each optimizer step.
 - `AtomicCheckpoints` makes each checkpoint complete before it becomes visible. The Trainer's
   output_dir is the staging folder (checkpoints/.staging); `on_save`, which the Trainer calls
   right after writing `checkpoint-<global_step>` there, waits for every rank's files, writes the
@@ -27,6 +29,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from evalkit.train.checkpoints import commit, prune, remove_staging, staging_folder
 from evalkit.train.common import Run, broadcast, training_arguments
 from evalkit.train.data import CompletionCollator, Row, tokenize_rows
+from evalkit.train.signal import due, lr_scale
 
 
 class EvaluateAndStop(TrainerCallback):
@@ -51,11 +54,21 @@ class EvaluateAndStop(TrainerCallback):
             if run.display:
                 run.display.progress(step, run.step_offset + state.max_steps, run.last_loss)
 
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                              lr_scheduler: Any = None, **kwargs: Any) -> None:
+        run = self.run
+        if optimizer is None or lr_scheduler is None or not run.recipe.train.get("anneal"):
+            return
+        scale = lr_scale(run.recipe, run.signal_history, run.step_offset + state.global_step + 1)
+        if scale != 1.0:  # the scheduler sets each group's rate afresh every step; this step's is scaled
+            for group, lr in zip(optimizer.param_groups, lr_scheduler.get_last_lr()):
+                group["lr"] = lr * scale
+
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
         run = self.run
         step = run.step_offset + state.global_step
         out_of_time = bool(broadcast([1.0 if run.out_of_time() else 0.0])[0])
-        if step % run.recipe.eval_every == 0 or state.global_step >= state.max_steps or out_of_time:
+        if due(run.recipe, run.signal_history, step) or state.global_step >= state.max_steps or out_of_time:
             stop = run.evaluate(model, step, state.epoch)
             control.should_save = True
             if out_of_time and not stop:
