@@ -418,3 +418,44 @@ def test_a_spinning_checker_in_fine_tune_evaluations(tmp_path):
     spun = [s for s in first if s["status"] == "TIMEOUT"]
     assert spun and all(s["reason"] == f"check exceeded {TIMEOUT:g}s" for s in spun)
     assert_no_slowdown_or_leftovers(before, after, native_threads=False)
+
+
+def test_a_ctrl_c_that_lands_while_a_check_worker_is_forked_still_stops_the_run():
+    """Ctrl-C delivered while the pool forks a worker (inside fork's at-fork hooks, where Python prints an
+    exception as "ignored" and drops it) must still stop the run: the pool blocks it until the fork is done."""
+    driver = textwrap.dedent('''
+        import os, signal, time
+        from evalkit import evaluate, task, verdict
+        from evalkit.models.oracle import OracleBackend
+
+        @task(name="slow", version=1, max_new_tokens=4)
+        class Slow:
+            def generate(self, rng):
+                return {"i": rng.randrange(10**6)}
+            def prompt(self, ex):
+                return f"{ex['i']}:"
+            def reference(self, ex):
+                return "ok"
+            def check(self, ex, answer):
+                time.sleep(0.05)
+                return verdict(answer == "ok")
+
+        armed = [True]
+        def ctrl_c_during_the_fork():
+            if armed[0]:
+                armed[0] = False
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)  # where the handler would raise, were the signal not blocked
+
+        os.register_at_fork(after_in_parent=ctrl_c_during_the_fork)
+        try:
+            evaluate(tasks=[Slow], backend=OracleBackend(), n=40)
+            print("RAN TO THE END")
+        except KeyboardInterrupt:
+            print("STOPPED")
+        except BaseException as exc:
+            print("STOPPED", type(exc).__name__)
+    ''')
+    out = subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("STOPPED"), out.stdout + out.stderr[-2000:]
+    assert "ignored" not in out.stderr, out.stderr[-2000:]

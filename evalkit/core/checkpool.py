@@ -60,6 +60,9 @@ Job = tuple["Example", str]  # (example, the model's output)
 T = TypeVar("T")
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def fork_available() -> bool:
     """Whether worker processes can inherit in-memory tasks here (the 'fork' start method: Linux)."""
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
@@ -126,6 +129,7 @@ def _serve(conn: Connection, tasks: Sequence[Task], timeout: float | None, paren
     """A worker: score each job it is sent, in order, answering one message per job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler of the parent's (it may touch torch)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
     _die_with_parent(parent)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # a group of its own: killing it ends what a checker started too
@@ -246,7 +250,13 @@ class CheckPool:
     def _spawn(self) -> _Worker:
         self.forks += 1
         start = time.monotonic()
-        worker = _Worker(self._context, self.tasks, self.timeout, [w.conn for w in self._workers])
+        # Ctrl-C and SIGTERM wait until the fork is done: raised inside fork's at-fork hooks (logging's lock),
+        # the KeyboardInterrupt would be printed as "ignored" and lost, and the run would not stop.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            worker = _Worker(self._context, self.tasks, self.timeout, [w.conn for w in self._workers])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._fork_s = time.monotonic() - start
         return worker
 
