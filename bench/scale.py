@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from code_checks import cpu_model  # bench/ is on the path: this script's folder
+
 REPO = Path(__file__).resolve().parent.parent
 RSS_GOAL = 1.10  # peak RSS at the largest n / at the smallest
 RESUME_GOAL_S = 10.0  # the largest run's full resume
@@ -229,16 +231,6 @@ def evalkit_version(src: Path | None) -> str:
     env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     return out.stdout.strip() or "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(rows: list[list[str]]) -> str:

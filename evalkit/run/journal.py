@@ -190,11 +190,6 @@ def load_journal(path: Path) -> JournalScan:
     return scan_journal(Path(path).read_bytes())
 
 
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """The usable entries of a journal, one per key (bad and torn lines skipped)."""
-    yield from load_journal(path).entries.values()
-
-
 def key_id(key: str) -> int | None:
     """A sample key's first 64 bits as the journal's index holds them (None for a key that is not 32 hex
     digits: those are held as text)."""
