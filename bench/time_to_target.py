@@ -213,8 +213,10 @@ def lever_variants(r) -> dict[str, dict]:
     variants: dict[str, dict] = {}
     if r.eval_every_near and r.eval_every_near != r.eval_every:
         variants["eval.every_near"] = {"eval": {"every_near": r.eval_every}}  # the same cadence everywhere
+    if r.train.get("rise"):
+        variants["train.rise"] = {"train": {"rise": None}}
     if r.train.get("anneal"):
-        variants["train.anneal"] = {"train": {"anneal": None}}
+        variants["train.anneal"] = {"train": {"anneal": None, "rise": None}}  # a rise needs the anneal
     if r.eval_adaptive:
         variants["eval.adaptive"] = {"eval": {"adaptive": False}}
     return variants
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--levers", action="store_true",
                         help="also run evalkit with each loop lever the recipe turns on switched off (eval.every_near, "
-                             "train.anneal, eval.adaptive), to measure what each buys")
+                             "train.rise, train.anneal, eval.adaptive), to measure what each buys")
     args = parser.parse_args(argv)
     import torch
 

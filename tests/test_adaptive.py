@@ -311,11 +311,63 @@ def test_rescore_keeps_the_samples_used_and_drops_the_decision(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,field", [({"k": 2, "temperature": 1.0}, "k"), ({"alpha": 0.0}, "alpha"),
-                                          ({"alpha": 1.0}, "alpha"), ({"tasks": [Untargeted]}, "target")])
+                                          ({"alpha": 1.0}, "alpha"), ({"tasks": [Untargeted]}, "target"),
+                                          ({"task_settings": {"coin": {"marks": [1.5]}}}, "marks"),
+                                          ({"task_settings": {"coin": {"marks": 0.5}}}, "marks")])
 def test_what_adaptive_cannot_do_is_a_config_error(kwargs, field):
     with pytest.raises(ConfigError) as info:
         evaluate(**{"tasks": [Coin], "backend": OracleBackend(), "n": 20, "adaptive": True, **kwargs})
     assert info.value.field == field
+
+
+# -- marks: further thresholds, decided on the way ----------------------------------------------------------------
+
+def _first_decided(passes_at: dict[int, int], tables: list[tuple[dict[int, int], dict[int, int]]]) -> int:
+    """The first look at which every table (target and marks) has decided, else the last look."""
+    for n, p in passes_at.items():
+        if all(p >= met[n] or p <= missed[n] for met, missed in tables):
+            return n
+    return max(passes_at)
+
+
+def test_marks_keep_sampling_until_each_is_decided_and_are_recorded(tmp_path):
+    """A 75 % model against 95 %: "missed" at an early look, but whether it is above half the target (47.5 %)
+    and below 90 % takes more: the run samples on until both are decided too, and records them; the gate accepts
+    it. A 60 % model leaves 47.5 % undecided at the cap (recorded as null)."""
+    plain = evaluate(tasks=[Coin], backend=rated(0.75), n=200, adaptive=True)
+    assert "marks" not in plain.task("coin")["adaptive"]
+    record = evaluate(tasks=[Coin], backend=rated(0.75), n=200, adaptive=True, reports_dir=tmp_path,
+                      task_settings={"coin": {"marks": [0.475, 0.9]}})
+    t = record.task("coin")
+    a, samples = t["adaptive"], [s["status"] == "PASS" for s in record.samples()]
+    at = seq.looks(200)
+    passes_at = {n: sum(samples[:n]) for n in at if n <= len(samples)}
+    tables = [_sequential_table(m, at) for m in (0.95, 0.475, 0.9)]
+    assert a["used"] == len(samples) == _first_decided(passes_at, tables) > plain.task("coin")["adaptive"]["used"]
+    assert a["decision"] == "missed" == seq.decide(t["passes"], a["used"], 0.95, ALPHA)
+    said = {"met": "above", "missed": "below", None: None}
+    assert a["marks"] == [{"at": m, "decision": said[seq.decide(t["passes"], a["used"], m, ALPHA)]}
+                          for m in (0.475, 0.9)]
+    assert [m["decision"] for m in a["marks"]] == ["above", "below"]
+    assert judge(load_record(record.path), GateConfig({"coin": Rule(min_pass_rate=0.5)}), [Coin]).passed
+    undecided = evaluate(tasks=[Coin], backend=rated(0.6), n=200, adaptive=True,
+                         task_settings={"coin": {"marks": [0.475]}}).task("coin")["adaptive"]
+    assert undecided["used"] == 200 and undecided["decision"] == "missed" and undecided["marks"][0]["decision"] is None
+
+
+@pytest.mark.parametrize("mark", [0.3, 0.6])
+def test_wrong_mark_decisions_stay_below_alpha(mark):
+    """Simulated runs at rates just around a mark, looked at as the runner looks, with the target far away (so
+    the target is decided early and sampling goes on for the mark): wrong above/below decisions <= alpha."""
+    at, runs = seq.looks(200), 1000
+    for i, rate in enumerate((mark - 0.03, mark + 0.03)):
+        wrong = 0
+        for stream in _bernoulli(rate, runs, 200, seed=50 + i + round(100 * mark)):
+            s = seq.Sequential(0.95, ALPHA, cap=200, marks=(mark,))
+            next(n for n in at if s.look(sum(stream[:n]), n))
+            decision = s.marked()[mark]
+            wrong += (decision == "above" and rate < mark) or (decision == "below" and rate >= mark)
+        assert wrong <= _limit(runs), rate
 
 
 # -- the faces: CLI, gate, pytest plugin, recipe ------------------------------------------------------------------

@@ -201,8 +201,9 @@ def test_sigkill_mid_run_and_mid_save_then_resume_matches_uninterrupted(tmp_path
 def test_torchrun_two_processes_data_parallel(tmp_path):
     """The same recipe under `torchrun --nproc_per_node 2` (gloo, CPU): one evaluation per step, rank 0. With the
     pass-rate signals on (evaluations every 5 steps once near the target, the learning-rate anneal), every rank
-    follows rank 0's schedule: a rank that evaluated on another schedule would hang the collectives."""
-    path = recipe_file(tmp_path, **{"every: 10": "every: 10\n  every_near: 5\n  near: 0.9",
+    follows rank 0's schedule: a rank that evaluated on another schedule would hang the collectives. Adaptive
+    evaluations decide the signal's thresholds (marks) on rank 0, and the other ranks act on those decisions."""
+    path = recipe_file(tmp_path, **{"every: 10": "every: 10\n  every_near: 5\n  near: 0.9\n  adaptive: true",
                                     "threads: 1}": "threads: 1, anneal: {at: 0.1, steps: 20, to: 0.1}}"})
     torchrun = Path(sys.executable).with_name("torchrun")
     out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "evalkit", "finetune", str(path),
@@ -215,3 +216,5 @@ def test_torchrun_two_processes_data_parallel(tmp_path):
     assert steps == sorted(set(steps)) and steps[0] == 0
     assert any(s % 10 for s in steps), steps  # every_near's cadence (5) was followed on both ranks
     assert record["tasks"][0]["rate"] >= 0.9
+    marked = [h["rates"]["initials"].get("marks") for h in record["meta"]["training"]["history"]]
+    assert all([x["at"] for x in m] == [0.09] for m in marked), marked  # anneal.at x target (0.9 - near is 0)

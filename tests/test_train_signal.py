@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from evalkit import ConfigError
 from evalkit.discovery.registry import discover
 from evalkit.train.recipe import load_recipe
-from evalkit.train.signal import anneal_start, due, lr_scale
+from evalkit.train.signal import anneal_start, due, from_values, lr_scale, marks, reached, to_values
 
 FT = FIXTURES / "ft"
 pytest.importorskip("transformers")
@@ -62,11 +62,56 @@ def test_anneal_follows_a_cosine_from_the_first_evaluation_that_reaches_at(tmp_p
     assert lr_scale(load_recipe(recipe_file(tmp_path)), history, 70) == 1.0  # no anneal: the schedule as is
 
 
+def test_an_adaptive_evaluation_decides_the_marks_the_signal_reads(tmp_path):
+    """The signal's thresholds (anneal.at x target, target - near) are marks an adaptive evaluation decides; where
+    it decided one, the signal reads that decision, not the rate of the few samples it took to decide the target."""
+    recipe = load_recipe(recipe_file(tmp_path, ("every: 10", "every: 100\n  every_near: 25\n  near: 0.1"),
+                                     ("warmup_steps: 5,", "warmup_steps: 5, anneal: {at: 0.5, steps: 100, to: 0.2},")))
+    assert marks(recipe, 0.9) == [0.45, 0.8]
+    assert marks(load_recipe(recipe_file(tmp_path)), 0.9) == []  # no anneal, no every_near: nothing to decide
+
+    def said(rate: float, first: str | None, second: str | None) -> dict:
+        return {"rate": rate, "target": 0.9, "marks": [{"at": 0.45, "decision": first}, {"at": 0.8, "decision": second}]}
+
+    assert reached(said(0.25, "above", "below"), 0.45) and not reached(said(0.25, "above", "below"), 0.8)
+    assert not reached(said(0.5, "below", "below"), 0.45)   # 4 of 8 samples, but decided below
+    assert reached(said(0.5, None, None), 0.45)              # undecided at the cap: the measured rate
+    history = [{"step": 0, "rates": {"initials": said(0.25, "below", "below")}},
+               {"step": 100, "rates": {"initials": said(0.25, "above", "below")}}]  # 2 of 8, but above 45 %
+    assert anneal_start(recipe, history) == 100
+    assert [s for s in range(1, 201) if due(recipe, history, s)] == [100, 200]
+    near = [*history, {"step": 200, "rates": {"initials": said(0.625, "above", "above")}}]
+    assert [s for s in range(201, 301) if due(recipe, near, s)] == [225, 250, 275, 300]
+    # What rank 0 broadcasts to the other ranks carries the decisions: they follow the same schedule.
+    targets = {"initials": 0.9}
+    for entry in near:
+        back = from_values(recipe, targets, to_values(recipe, targets, entry["rates"]))
+        assert back == entry["rates"]
+    assert from_values(recipe, targets, to_values(recipe, targets, {}))["initials"]["marks"][0]["decision"] is None
+
+
+def test_rise_climbs_until_the_pass_rate_moves_then_the_anneal_starts_from_there(tmp_path):
+    recipe = load_recipe(recipe_file(tmp_path, ("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 3, steps: 200}, "
+                                                "anneal: {at: 0.5, steps: 100, to: 0.2},")))
+    flat = [entry(0, 0.0), entry(100, 0.1)]
+    assert [lr_scale(recipe, flat, s) for s in (0, 50, 100, 200, 300)] == pytest.approx([1.0, 1.5, 2.0, 3.0, 3.0])
+    moved = [*flat, entry(150, 0.6)]  # 0.6 >= 0.5 x 0.9: the rise stops at step 150, at 1 + 2 x 150 / 200 = 2.5
+    assert lr_scale(recipe, moved, 150) == pytest.approx(2.5)
+    assert lr_scale(recipe, moved, 200) == pytest.approx(0.2 + (2.5 - 0.2) / 2)  # the cosine's midpoint
+    assert lr_scale(recipe, moved, 250) == pytest.approx(0.2) == lr_scale(recipe, moved, 5000)
+    scales = [lr_scale(recipe, moved, s) for s in range(150, 260)]
+    assert all(a >= b for a, b in zip(scales, scales[1:]))
+
+
 @pytest.mark.parametrize("edit,field,expect", [
     (("every: 10", "every: 10\n  near: 0.1"), "eval.near", "set eval.every_near too"),
     (("every: 10", "every: 10\n  every_near: 0"), "eval.every_near", ">= 1"),
     (("warmup_steps: 5,", "warmup_steps: 5, anneal: {steps: 100},"), "train.anneal.at", "required field is missing"),
     (("warmup_steps: 5,", "warmup_steps: 5, anneal: {at: 0.5, to: 2},"), "train.anneal.to", "<= 1"),
+    (("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 2},"), "train.rise", "set train.anneal too"),
+    (("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 1}, anneal: {at: 0.5},"), "train.rise.to", "less than or equal to the minimum of 1"),
+    (("warmup_steps: 5,", "warmup_steps: 5, rise: {steps: 9}, anneal: {at: 0.5},"), "train.rise.to",
+     "required field is missing"),
 ])
 def test_recipe_errors_name_the_field(tmp_path, edit, field, expect):
     with pytest.raises(ConfigError) as info:
@@ -116,3 +161,31 @@ def test_the_optimizer_steps_at_the_annealed_rate(tmp_path):
     for step, used, _ in seen:
         if step in expected:
             assert used == pytest.approx(lr * expected[step]), step
+
+
+def test_the_optimizer_steps_at_the_risen_rate_while_the_pass_rate_is_flat(tmp_path):
+    from transformers import TrainerCallback
+
+    from evalkit.train.common import build_model, prepare
+    from evalkit.train.data import build_training_rows
+    from evalkit.train.trainer import sft_trainer
+
+    path = recipe_file(tmp_path, ("warmup_steps: 5,", "warmup_steps: 0, rise: {to: 3, steps: 10}, "
+                                  "anneal: {at: 0.5, steps: 8, to: 0.25},"), ("every: 10", "every: 100"))
+    run = prepare(path, output=tmp_path / "out", registry=discover([FT / "tasks.py"], entry_points=False))
+    rows, _ = build_training_rows(run.recipe, run.registry, run.eval_examples(), count_tokens=lambda s: len(s) + 1)
+    run.model, run.tokenizer = build_model(run.recipe, run.output, rows, resume=False)
+    run.state.history.append(entry(0, 0.0))  # step 0's evaluation: nothing has moved
+    seen: list[tuple[int, float]] = []
+
+    class Record(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            seen.append((state.global_step + 1, optimizer.param_groups[0]["lr"]))
+
+    trainer = sft_trainer(run, run.model, run.tokenizer, rows, max_steps=12)
+    trainer.add_callback(Record())
+    trainer.train()
+    lr = run.recipe.train["lr"]
+    assert [s for s, _ in seen] == list(range(1, 13))
+    for step, used in seen:  # 1 + 2 x step / 10, up to 3
+        assert used == pytest.approx(lr * min(3.0, 1 + 2 * step / 10)), step

@@ -153,7 +153,8 @@ def evaluate(
         meta: free-form data stored in the record (e.g. the training step).
         keep_samples: keep every sample inline in the returned record (without a run folder).
         task_settings: per-task overrides of `n` and `level`, e.g. {"addition": {"level": 3}}, and of the
-            `target` an adaptive run decides against.
+            `target` an adaptive run decides against, and its `marks`: further thresholds it decides too
+            (`evalkit.run.sequential`).
         chat: chat mode: prompt with each task's chat form (`Task.messages`: system message, few-shot
             turns, the question), which the backend renders with the model's chat template. Part of
             every journal key and the run id, and recorded (settings.chat, each task's generation.chat).
@@ -228,7 +229,8 @@ def evaluate(
                                   temperature=temperature, top_p=top_p, split=split, level=own.get("level", level),
                                   batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
                                   chat=chat, tally=tally, sink=sink,
-                                  sequential=Sequential(targets[task.name], alpha) if adaptive else None)
+                                  sequential=Sequential(targets[task.name], alpha, marks=own.get("marks", ()))
+                                  if adaptive else None)
                 task_results.append(result)
                 total_gen += result["timings"]["generate_s"]
                 total_check += result["timings"]["check_s"]

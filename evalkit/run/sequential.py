@@ -31,7 +31,12 @@ E+(m) falls and E-(m) rises with m, so the bounds below are intervals found by b
 `bound` in the record is [lo, hi]: lo = inf{m : E+(m) < 1/alpha}, hi = sup{m : E-(m) < 1/alpha}, each a
 one-sided (1 - alpha) confidence sequence (valid at every n at once) computed from the passes and samples used.
 Samples are taken as independent draws: the runner evaluates a task's examples in a seeded random order, k = 1.
-Pure standard library.
+
+`marks` are further thresholds a caller needs decided, e.g. `Sequential(0.95, marks=(0.475, 0.7))` for a
+training loop whose schedule acts when the rate passes half its target (evalkit.train.signal): sampling goes on
+until the target *and* every mark are decided, or the cap. A mark's "above"/"below" is the same test at that
+threshold on the final counts, so each is wrong with probability <= alpha on its own (the record says which
+marks stayed undecided at the cap). Pure standard library.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from typing import Any, TypeVar
 from evalkit.errors import ConfigError
 
 __all__ = ["DEFAULT_ALPHA", "FIRST_LOOK", "GROWTH", "PRIOR_POINTS", "Sequential", "adaptive_targets",
-           "confidence_bounds", "decide", "log_evidence_met", "log_evidence_missed", "looks", "seeded_order",
-           "thresholds"]
+           "check_marks", "confidence_bounds", "decide", "log_evidence_met", "log_evidence_missed", "looks",
+           "seeded_order", "thresholds"]
 
 DEFAULT_ALPHA = 0.05
 FIRST_LOOK = 8  # samples before the first look
@@ -167,6 +172,7 @@ class Sequential:
     target: float
     alpha: float = DEFAULT_ALPHA
     cap: int = 200
+    marks: tuple[float, ...] = ()
     decision: str | None = field(default=None, init=False)
     used: int = field(default=0, init=False)
     passes: int = field(default=0, init=False)
@@ -176,14 +182,23 @@ class Sequential:
         _check_alpha(self.alpha)
         if not 0.0 <= self.target <= 1.0:
             raise ConfigError(f"target must be in [0, 1], got {self.target!r}", field="target")
+        self.marks = tuple(check_marks(self.marks))
 
     def looks(self) -> list[int]:
         return looks(self.cap)
 
+    def marked(self) -> dict[float, str | None]:
+        """Each mark's decision on the counts so far: "above", "below", or None (undecided)."""
+        said = {"met": "above", "missed": "below"}
+        return {m: said.get(decide(self.passes, self.used, m, self.alpha) or "") for m in self.marks}
+
     def look(self, passes: int, n: int) -> bool:
-        """Take the counts after `n` samples; True when decided ("met", "missed", or "cap" once n reaches cap)."""
+        """Take the counts after `n` samples; True when decided ("met", "missed", or "cap" once n reaches cap)
+        and every mark is decided too (or n reached cap)."""
         self.passes, self.used, self.rounds = passes, n, self.rounds + 1
         self.decision = decide(passes, n, self.target, self.alpha) or ("cap" if n >= self.cap else None)
+        if self.decision in ("met", "missed") and n < self.cap and None in self.marked().values():
+            return False  # the target is decided but a mark is not: sample on
         return self.decision is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,8 +215,20 @@ class Sequential:
             "cap": (f"cap reached: undecided at alpha {self.alpha:g} after {self.used} samples; decided as a "
                     f"fixed-n run: rate {rate:.1%} {'>=' if rate >= self.target else '<'} target {self.target:.1%}"),
         }.get(self.decision or "", "not decided")
-        return {"used": self.used, "cap": self.cap, "decision": self.decision, "reason": reason, "alpha": self.alpha,
-                "target": self.target, "bound": [round(lo, 6), round(hi, 6)], "rounds": self.rounds}
+        out: dict[str, Any] = {"used": self.used, "cap": self.cap, "decision": self.decision, "reason": reason,
+                               "alpha": self.alpha, "target": self.target, "bound": [round(lo, 6), round(hi, 6)],
+                               "rounds": self.rounds}
+        if self.marks:
+            out["marks"] = [{"at": m, "decision": d} for m, d in self.marked().items()]
+        return out
+
+
+def check_marks(marks: Any) -> list[float]:
+    """`marks` as a list of thresholds in (0, 1), else ConfigError (field `marks`)."""
+    if isinstance(marks, (str, bytes)) or not isinstance(marks, Sequence) or not all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 < m < 1.0 for m in marks):
+        raise ConfigError(f"marks must be a list of numbers in (0, 1), got {marks!r}", field="marks")
+    return [float(m) for m in marks]
 
 
 def adaptive_targets(tasks: Sequence[Any], task_settings: Mapping[str, Mapping[str, Any]] | None, *,
@@ -219,6 +246,12 @@ def adaptive_targets(tasks: Sequence[Any], task_settings: Mapping[str, Mapping[s
                               "target= on the task (or a threshold) or run it without --adaptive", field="target")
         if not 0.0 <= target <= 1.0:
             raise ConfigError(f"task {t.name!r}: target must be in [0, 1], got {target!r}", field="target")
+        marks = (task_settings or {}).get(t.name, {}).get("marks", ())
+        try:
+            check_marks(marks)
+        except ConfigError:
+            raise ConfigError(f"task {t.name!r}: marks must be a list of numbers in (0, 1), got {marks!r}",
+                              field="marks") from None
         out[t.name] = float(target)
     return out
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT
 from evalkit.errors import ConfigError, ExitCode
+from evalkit.train import signal
 from evalkit.train.checkpoints import complete_checkpoints, read_state, remove_staging
 from evalkit.train.recipe import Recipe, load_recipe
 
@@ -145,15 +146,14 @@ class Run:
     def evaluate(self, model: Any, step: int, epoch: float | None) -> bool:
         """Evaluate at `step` (on rank 0), record it, apply the stop rule; returns whether to stop. The other ranks
         get the decision and the pass rates (`signal_history`): `train.signal` then acts alike on every rank."""
-        names, values = [t.task for t in self.recipe.targets], [0.0]
+        targets, values = {t.task: self.target_of(t.task) for t in self.recipe.targets}, [0.0]
         if is_main():
             values = [1.0 if self.evaluate_and_decide(model, step, epoch) else 0.0]
-            rates = self.state.history[-1]["rates"]
-            values += [float(rates[n][key]) if n in rates else 0.0 for n in names for key in ("rate", "target")]
-        values = broadcast(values + [0.0] * (1 + 2 * len(names) - len(values)))
+            values += signal.to_values(self.recipe, targets, self.state.history[-1]["rates"])
+        width = 1 + len(signal.to_values(self.recipe, targets, {}))
+        values = broadcast(values + [0.0] * (width - len(values)))
         if not is_main():
-            self.rank_rates.append({"step": step, "rates": {n: {"rate": values[1 + 2 * i], "target": values[2 + 2 * i]}
-                                                            for i, n in enumerate(names)}})
+            self.rank_rates.append({"step": step, "rates": signal.from_values(self.recipe, targets, values[1:])})
         return bool(values[0])
 
     @property
@@ -168,8 +168,8 @@ class Run:
         recipe = self.recipe
         settings: dict[str, dict[str, Any]] = {
             t.task: {k: v for k, v in (("n", t.n), ("level", t.level)) if v is not None} for t in recipe.targets}
-        if recipe.eval_adaptive:  # each task stops once its target is decided met or missed (eval.adaptive)
-            settings = {name: {**s, "target": self.target_of(name)} for name, s in settings.items()}
+        for name, s in settings.items() if recipe.eval_adaptive else ():  # stop once target and marks are decided
+            s.update(target=self.target_of(name), marks=signal.marks(recipe, self.target_of(name)))
         folder = self.output / "evals" / f"step-{step:06d}"
         if folder.exists() and not (folder / "record.json").exists():
             shutil.rmtree(folder)  # a half-written evaluation from a killed run: redo it
@@ -189,7 +189,7 @@ class Run:
             rates[t["name"]] = {"rate": t["rate"], "low": t["low"], "high": t["high"], "target": target,
                                 "on": on, "met": met, "n": t["n_samples"]}
             if decision:
-                rates[t["name"]]["decision"] = decision
+                rates[t["name"]].update(decision=decision, marks=t["adaptive"].get("marks", []))
         entry = {"step": step, "epoch": epoch, "loss": self.last_loss, "wall_s": round(self.elapsed(), 2),
                  "rates": rates, "all_met": met_all, "record": str(folder.relative_to(self.output)),
                  **copy.deepcopy(self.entry_extra)}

@@ -11,7 +11,7 @@ from evalkit.errors import ConfigError
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 64, "gradient_accumulation": 1, "lr": 1e-3, "scheduler": "constant_with_warmup",
     "warmup_steps": 50, "weight_decay": 0.0, "max_grad_norm": 1.0, "threads": None, "bf16": False, "lora": None,
-    "anneal": None,
+    "anneal": None, "rise": None,
 }
 FILTER_DEFAULTS: dict[str, Any] = {"dedupe": True, "near_dedupe": True, "min_chars": 1, "max_tokens": None,
                                    "verify_reference": True}
@@ -180,6 +180,9 @@ def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> Re
     if "near" in ev and not ev.get("every_near"):
         raise ConfigError("eval.near is how close to a target eval.every_near applies: set eval.every_near too, or "
                           "drop it", file=path, field="eval.near")
+    if train.get("rise") and not train.get("anneal"):
+        raise ConfigError("train.rise raises the learning rate until the pass rate moves, which train.anneal.at "
+                          "defines: set train.anneal too, or drop it", file=path, field="train.rise")
     if "alpha" in ev and not ev.get("adaptive"):
         raise ConfigError("eval.alpha is the level of adaptive decisions: set eval.adaptive: true too, or drop it",
                           file=path, field="eval.alpha")
