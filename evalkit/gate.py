@@ -261,6 +261,12 @@ def _adaptive_problems(t: dict[str, Any], block: dict[str, Any]) -> list[str]:
         if made != decision:
             return [f"the adaptive decision {decision!r} is not what {t['passes']} passes of {t['n_samples']} "
                     f"samples give at alpha {block['alpha']} against {block['target']:.1%} ({made or 'undecided'})"]
+        said = {"met": "above", "missed": "below", None: None}
+        for mark in block.get("marks") or ():
+            made = said[decide(t["passes"], t["n_samples"], float(mark["at"]), float(block["alpha"]))]
+            if made != mark["decision"]:
+                return [f"the adaptive mark {mark['at']:.1%} says {mark['decision']!r}, but {t['passes']} passes of "
+                        f"{t['n_samples']} samples give {made!r} at alpha {block['alpha']}"]
     return []
 
 

@@ -350,6 +350,12 @@ def test_marks_keep_sampling_until_each_is_decided_and_are_recorded(tmp_path):
                           for m in (0.475, 0.9)]
     assert [m["decision"] for m in a["marks"]] == ["above", "below"]
     assert judge(load_record(record.path), GateConfig({"coin": Rule(min_pass_rate=0.5)}), [Coin]).passed
+    spoiled = load_record(record.path).data
+    spoiled["tasks"][0]["adaptive"]["marks"][1]["decision"] = "above"
+    from evalkit.run.record import RunRecord
+
+    result = judge(RunRecord(spoiled), GateConfig({"coin": Rule(min_pass_rate=0.5)}), [Coin])
+    assert not result.passed and "mark 90.0% says 'above'" in result.outcomes[0].reasons[0]
     undecided = evaluate(tasks=[Coin], backend=rated(0.6), n=200, adaptive=True,
                          task_settings={"coin": {"marks": [0.475]}}).task("coin")["adaptive"]
     assert undecided["used"] == 200 and undecided["decision"] == "missed" and undecided["marks"][0]["decision"] is None
