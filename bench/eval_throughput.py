@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/eval_throughput.py            # full run (minutes), appends to bench/RESULTS.md
     .venv/bin/python bench/eval_throughput.py --quick    # tiny sizes, < 60 s, writes only with --results
+    .venv/bin/python bench/eval_throughput.py --sizes '~1M' --only per-call --no-write   # one comparison
     .venv/bin/python bench/eval_throughput.py --smollm2  # SmolLM2-135M-Instruct in chat form instead of the
                                                          # tiny sizes (bench/smollm2_throughput.py; minutes)
 
@@ -153,6 +154,11 @@ def make_config(args: argparse.Namespace) -> Config:
         cfg = Config(False, args.threads, args.batch_size or 64, args.n or 500, args.n_gen or 500,
                      args.max_new or 64, args.reps or 3, 32, sizes,
                      args.results or ROOT / "bench" / "RESULTS.md")
+    if args.sizes:
+        wanted = {w.strip() for w in args.sizes.split(",")}
+        cfg.sizes = [s for s in cfg.sizes if s.name in wanted]
+        if not cfg.sizes:
+            raise SystemExit(f"--sizes: none of {sorted(wanted)} is a size here ({[s.name for s in sizes]})")
     if args.no_write:
         cfg.results = None
     return cfg
@@ -622,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, help="Markdown file to append to (default bench/RESULTS.md; "
                     "quick: none)")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--sizes", help="comma-separated tiny sizes to run, e.g. '~1M' (default: all)")
+    ap.add_argument("--only", choices=("per-call", "core"), help="run one comparison only (default: both)")
     ap.add_argument("--smollm2", action="store_true", help="instead of the tiny sizes: SmolLM2-135M-Instruct "
                     "(the cached `evalkit models get smollm2-135m-instruct` folder) in chat form, "
                     "bench/smollm2_throughput.py (defaults n 64, n-gen 48, batch 16, max-new 48, reps 2)")
@@ -663,10 +671,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{secs:.1f} s (last loss {loss:.3f}).")
             else:
                 notes.append(f"[{size.name}] untrained (random init, seed {cfg.seed}).")
-            print(f"# {size.name}: per-call comparison ...", file=sys.stderr, flush=True)
-            rows += compare_e2e(cfg, size, model, tok, workdir, notes)
-            print(f"# {size.name}: generation core ...", file=sys.stderr, flush=True)
-            rows += compare_core(cfg, size, model, tok, notes)
+            if args.only in (None, "per-call"):
+                print(f"# {size.name}: per-call comparison ...", file=sys.stderr, flush=True)
+                rows += compare_e2e(cfg, size, model, tok, workdir, notes)
+            if args.only in (None, "core"):
+                print(f"# {size.name}: generation core ...", file=sys.stderr, flush=True)
+                rows += compare_core(cfg, size, model, tok, notes)
     load_after = os.getloadavg()
     env = environment(cfg)
     env["load average (1/5/15 min) before, after"] = (
@@ -683,7 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(n)
     if cfg.results is not None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        flags = "".join(f for f, on in ((" --smollm2", args.smollm2), (" --quick", cfg.quick)) if on)
+        flags = "".join(f for f, on in ((" --smollm2", args.smollm2), (" --quick", cfg.quick),
+                                        (f" --sizes {args.sizes}", bool(args.sizes)),
+                                        (f" --only {args.only}", bool(args.only))) if on)
         title = f"{stamp} — eval_throughput.py{flags}"
         append_results(cfg.results, title, env, cells, notes)
         print(f"appended to {cfg.results}")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from evalkit.core.extract import cut_at_stop, find_stop  # noqa: E402
 from evalkit.core.task import GenerationConfig  # noqa: E402
-from evalkit.models.decode import ModelCall, stop_candidates, vocabulary_texts  # noqa: E402
+from evalkit.models.decode import ModelCall, left_pad, stop_candidates, vocabulary_texts  # noqa: E402
 from evalkit.models.hf import HFBackend  # noqa: E402
 from evalkit.models.hf_chat import encode_prompt, encode_prompts  # noqa: E402
 from evalkit.models.prefix import MIN_PREFIX, group_prefixes, prefix_plan  # noqa: E402
@@ -259,3 +259,14 @@ def test_waiting_rows_join_the_running_batch(tok):
 def test_model_call_knows_the_cache_keyword(tok):
     call = ModelCall.of(tiny_llama(tok, hidden=32, layers=1, heads=2), pad_id=0, eos_ids=frozenset({2}))
     assert call.cache_kw in ("cache", "past_key_values") and call.keep_kw is not None
+
+
+@given(st.lists(st.lists(st.integers(0, 50), max_size=6), max_size=5), st.integers(0, 50))
+def test_left_pad_right_aligns_each_row_and_masks_the_padding(rows, pad):
+    ids, mask = left_pad(rows, pad)
+    width = max((len(r) for r in rows), default=0)
+    assert ids.shape == mask.shape == (len(rows), width)
+    for r, got, m in zip(rows, ids.tolist(), mask.tolist()):
+        lead = width - len(r)
+        assert got[lead:] == r and all(t == pad for t in got[:lead])
+        assert m == [0] * lead + [1] * len(r)

@@ -99,11 +99,26 @@ def children():
                 found.add(int(name))
     return found
 
+def cpu_ticks(pid):
+    """User + system CPU ticks of process `pid` (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
+
 def state():
-    """Speed (see loop_time), CPU burnt while idle, threads and child processes."""
+    """Speed (see loop_time), CPU burnt while idle, threads and child processes; the check workers kept for the
+    next evaluation (evalkit.core.keptpool) and the CPU ticks they burn while this process is idle."""
+    from evalkit.core.keptpool import kept_workers
     cpu, wall = loop_time()
-    return {"loop_cpu_s": cpu, "loop_wall_s": wall, "idle_cpu_s": idle_cpu(), "threads": threading.active_count(),
-            "os_threads": len(os.listdir("/proc/self/task")), "children": sorted(children())}
+    kept = kept_workers()
+    ticks = [cpu_ticks(p) for p in kept]
+    idle = idle_cpu()
+    return {"loop_cpu_s": cpu, "loop_wall_s": wall, "idle_cpu_s": idle, "threads": threading.active_count(),
+            "os_threads": len(os.listdir("/proc/self/task")), "children": sorted(children()), "kept": kept,
+            "kept_idle_ticks": sum(cpu_ticks(p) for p in kept) - sum(ticks)}
 '''
 probe: dict = {}
 exec(PROBE, probe)  # one source for this process and the child Pythons
@@ -120,7 +135,9 @@ def assert_no_slowdown_or_leftovers(before: dict, after: dict, native_threads: b
     assert after["threads"] == before["threads"], (before, after)
     if native_threads:  # torch starts native threads of its own as training needs them
         assert after["os_threads"] <= before["os_threads"], (before, after)
-    assert set(after["children"]) <= set(before["children"]), (before, after)
+    # The only children left are the idle workers kept for the next evaluation, and they burn nothing.
+    assert set(after["children"]) <= set(before["children"]) | set(after["kept"]), (before, after)
+    assert len(after["kept"]) <= 8 and after["kept_idle_ticks"] <= 2, (before, after)
 
 
 def alive(pid: int) -> bool:

@@ -24,7 +24,8 @@ processes:
 - Workers never outlive the pool: `close()` ends them (a stop message, then SIGKILL; an error
   or Ctrl-C in `score` kills them at once); they ignore SIGINT (the parent handles Ctrl-C), and
   they die with the parent thread that forked them (PR_SET_PDEATHSIG), so even a `kill -9` of
-  the parent leaves no worker spinning.
+  the parent leaves no worker spinning. A pool kept between evaluations (`evalkit.core.keptpool`) has its
+  idle workers `park`ed: each ends by itself once unused for the time it is told.
 """
 
 from __future__ import annotations
@@ -135,11 +136,18 @@ def _serve(conn: Connection, tasks: Sequence[Task], timeout: float | None, paren
         os.setpgid(0, 0)  # a group of its own: killing it ends what a checker started too
     for other in siblings:  # the parent's ends of the pipes (its own too), inherited by the fork
         other.close()
+    parked: float | None = None  # kept between evaluations: end after this many idle seconds
     try:
         while True:
+            if parked is not None and not conn.poll(parked):
+                break  # unused: end, and let go of the parent's memory that this fork still shares
             message = pickle.loads(conn.recv_bytes())
             if message is None:
                 break
+            if isinstance(message[0], str):  # ("park", seconds)
+                parked = message[1]
+                continue
+            parked = None
             index, jobs = message
             for ex, output in jobs:
                 conn.send_bytes(_score_one(tasks[index], ex, output, timeout))
@@ -232,6 +240,7 @@ class CheckPool:
         self._workers: list[_Worker] = []
         self._fork_s = 0.0  # what the last fork took
         self._check_s = 0.0  # a moving average of a check's time, as the workers measure it
+        self.created = time.monotonic()
         self.forks = 0  # workers started, replacements included
         self.kills = 0  # workers killed for a check past its deadline
 
@@ -246,6 +255,30 @@ class CheckPool:
         workers, self._workers = self._workers, []
         for w in workers:
             w.end(kill=kill or bool(w.queue))
+
+    def park(self, idle_s: float) -> bool:
+        """Keep the (idle) workers for a later evaluation: each ends by itself after `idle_s` seconds without
+        work. False, with every worker ended, when one is still busy or none is left."""
+        if any(w.queue for w in self._workers):
+            self.close(kill=True)
+            return False
+        for w in list(self._workers):
+            try:
+                w.conn.send_bytes(pickle.dumps(("park", idle_s)))
+            except OSError:  # it died idle
+                self._workers.remove(w)
+                w.end(kill=True)
+        return bool(self._workers)
+
+    def prune(self) -> None:
+        """Forget workers that have ended (a parked one past its idle time, one killed from outside)."""
+        for w in [w for w in self._workers if not w.process.is_alive()]:
+            self._workers.remove(w)
+            w.end(kill=True)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     def _spawn(self) -> _Worker:
         self.forks += 1

@@ -56,6 +56,7 @@ class Task:
             impl.extract if hasattr(impl, "extract") else self._default_extract
         )
         self._rows: list[Example] | None = None
+        self._drawn: dict[tuple[str, int, int, int | None], tuple[Example, ...]] = {}  # by `_generate`
         self._chat_view: Task | None = None
 
     @classmethod
@@ -178,6 +179,18 @@ class Task:
             level = self.spec.default_level
         elif self.levels and level not in self.levels:
             raise ValueError(f"task {self.name!r} has no level {level}; levels: {list(self.levels)}")
+        # Deterministic in its arguments, so drawn once per process (a few small draws, the latest kept):
+        # repeated evaluations (a training loop's) do not hash thousands of candidates again.
+        if n > 4096:
+            return self._draw(split, n, seed, level)
+        key = (split, n, seed, level)
+        if key not in self._drawn:
+            if len(self._drawn) >= 8:
+                self._drawn.pop(next(iter(self._drawn)))
+            self._drawn[key] = tuple(self._draw(split, n, seed, level))
+        return list(self._drawn[key])
+
+    def _draw(self, split: str, n: int, seed: int, level: int | None) -> list[Example]:
         rng = random.Random(f"{self.name}/{split}/{level}/{seed}")
         takes_level = len(inspect.signature(self.impl.generate).parameters) >= 2
         seen: set[str] = set()

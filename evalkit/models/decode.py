@@ -94,12 +94,12 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | 
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask) of `rows` left-padded to the longest (a row may be empty: all padding)."""
     width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
+    if not rows or not width:
+        return (torch.full((len(rows), width), pad_id, dtype=torch.long, device=device),
+                torch.zeros((len(rows), width), dtype=torch.long, device=device))
+    # Built as Python lists and converted once: a tensor per row costs more than the rows' tokens.
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
     return ids.to(device), mask.to(device)
 
 

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, islice
 from typing import Any
 
-from evalkit.core.checkpool import CheckPool, fork_available, is_contained
+from evalkit.core import keptpool
+from evalkit.core.checkpool import fork_available, is_contained
 from evalkit.core.example import Example
 from evalkit.core.scoring import Scored, score
 from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
@@ -50,14 +51,15 @@ class Scorer:
     """Where checks run: in worker processes (evalkit.core.checkpool), where a check past its deadline is
     ended, not abandoned; on threads here for tasks marked `contained` (their checks bound themselves,
     e.g. code in the sandbox), and where fork is unavailable. Workers start at the first check that
-    needs them and end with the evaluation."""
+    needs them; an evaluation that ends well keeps them for the next one (evalkit.core.keptpool)."""
 
     def __init__(self, tasks: Sequence[Task], workers: int, timeout: float, thread_workers: int | None = None):
         """`thread_workers`: threads for the contained tasks' checks (default `workers`); a thread mostly waits
         on the sandbox, whose pool runs more checks at once than there are CPUs."""
         self.timeout = timeout
         in_workers = [t for t in tasks if not is_contained(t)]
-        self.pool = CheckPool(in_workers, workers=workers, timeout=timeout) if fork_available() else None
+        self.pool = keptpool.take(in_workers, workers=workers, timeout=timeout) if fork_available() and in_workers \
+            else None
         self.in_workers = {id(t) for t in in_workers}
         self.threads = ThreadPoolExecutor(max_workers=thread_workers or workers, thread_name_prefix="evalkit-score")
 
@@ -65,8 +67,10 @@ class Scorer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.close(kill=exc[0] is not None)
+        if self.pool is not None and exc[0] is None:
+            keptpool.keep(self.pool)
+        elif self.pool is not None:
+            self.pool.close(kill=True)
         self.threads.shutdown(wait=exc[0] is None, cancel_futures=True)
 
     def score(self, task: Task, jobs: list[tuple[Example, str]]) -> list[Scored]:
