@@ -81,6 +81,16 @@ def test_a_token_merging_across_the_boundary_keeps_the_prompts_ids(tok):
     assert learned[:-1] == ids(tok, "42")
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=st.lists(st.tuples(st.text(alphabet="A: 0123456789+=?abc \n", max_size=12),
+                                st.text(alphabet=" 0123456789abc\n.", max_size=6)), min_size=1, max_size=12))
+def test_rows_tokenized_together_are_each_rows_own_encoding(tok, pairs):
+    """`tokenize_rows` batches its tokenizer calls; each row's ids and labels are still `encode_row`'s, merges
+    across the prompt/answer boundary ("A: " + "42") included."""
+    rows = [Row(p, c, "s") for p, c in [*pairs, ("A: ", "42"), ("What is 12+34?", " 46")]]
+    assert tokenize_rows(rows, tok) == [encode_row(r, tok) for r in rows]
+
+
 # -- chat mode --------------------------------------------------------------------------------------------
 @task(name="sum", version=1, levels=[1], max_new_tokens=6, system=SYSTEM, fewshot=[("1+1=", "2")])
 class Sum:
