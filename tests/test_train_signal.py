@@ -71,7 +71,8 @@ def test_an_adaptive_evaluation_decides_the_marks_the_signal_reads(tmp_path):
     assert marks(load_recipe(recipe_file(tmp_path)), 0.9) == []  # no anneal, no every_near: nothing to decide
 
     def said(rate: float, first: str | None, second: str | None) -> dict:
-        return {"rate": rate, "target": 0.9, "marks": [{"at": 0.45, "decision": first}, {"at": 0.8, "decision": second}]}
+        return {"rate": rate, "target": 0.9,
+                "marks": [{"at": 0.45, "decision": first}, {"at": 0.8, "decision": second}]}
 
     assert reached(said(0.25, "above", "below"), 0.45) and not reached(said(0.25, "above", "below"), 0.8)
     assert not reached(said(0.5, "below", "below"), 0.45)   # 4 of 8 samples, but decided below
@@ -90,14 +91,15 @@ def test_an_adaptive_evaluation_decides_the_marks_the_signal_reads(tmp_path):
     assert from_values(recipe, targets, to_values(recipe, targets, {}))["initials"]["marks"][0]["decision"] is None
 
 
-def test_rise_climbs_until_the_pass_rate_moves_then_the_anneal_starts_from_there(tmp_path):
+def test_rise_climbs_until_the_pass_rate_moves_then_the_anneal_starts_from_the_schedule(tmp_path):
     recipe = load_recipe(recipe_file(tmp_path, ("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 3, steps: 200}, "
                                                 "anneal: {at: 0.5, steps: 100, to: 0.2},")))
     flat = [entry(0, 0.0), entry(100, 0.1)]
     assert [lr_scale(recipe, flat, s) for s in (0, 50, 100, 200, 300)] == pytest.approx([1.0, 1.5, 2.0, 3.0, 3.0])
-    moved = [*flat, entry(150, 0.6)]  # 0.6 >= 0.5 x 0.9: the rise stops at step 150, at 1 + 2 x 150 / 200 = 2.5
+    moved = [*flat, entry(150, 0.6)]  # 0.6 >= 0.5 x 0.9: the rise ends at step 150 (at 1 + 2 x 150 / 200 = 2.5)
     assert lr_scale(recipe, moved, 150) == pytest.approx(2.5)
-    assert lr_scale(recipe, moved, 200) == pytest.approx(0.2 + (2.5 - 0.2) / 2)  # the cosine's midpoint
+    assert lr_scale(recipe, moved, 151) == pytest.approx(1.0, abs=0.001)  # back to the schedule's rate, then down
+    assert lr_scale(recipe, moved, 200) == pytest.approx(0.2 + (1.0 - 0.2) / 2)  # the cosine's midpoint
     assert lr_scale(recipe, moved, 250) == pytest.approx(0.2) == lr_scale(recipe, moved, 5000)
     scales = [lr_scale(recipe, moved, s) for s in range(150, 260)]
     assert all(a >= b for a, b in zip(scales, scales[1:]))
@@ -109,7 +111,8 @@ def test_rise_climbs_until_the_pass_rate_moves_then_the_anneal_starts_from_there
     (("warmup_steps: 5,", "warmup_steps: 5, anneal: {steps: 100},"), "train.anneal.at", "required field is missing"),
     (("warmup_steps: 5,", "warmup_steps: 5, anneal: {at: 0.5, to: 2},"), "train.anneal.to", "<= 1"),
     (("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 2},"), "train.rise", "set train.anneal too"),
-    (("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 1}, anneal: {at: 0.5},"), "train.rise.to", "less than or equal to the minimum of 1"),
+    (("warmup_steps: 5,", "warmup_steps: 5, rise: {to: 1}, anneal: {at: 0.5},"), "train.rise.to",
+     "less than or equal to the minimum of 1"),
     (("warmup_steps: 5,", "warmup_steps: 5, rise: {steps: 9}, anneal: {at: 0.5},"), "train.rise.to",
      "required field is missing"),
 ])

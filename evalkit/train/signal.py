@@ -92,7 +92,7 @@ def lr_scale(recipe: Recipe, history: Sequence[dict[str, Any]], step: int) -> fl
     if start is None or step <= start:
         return risen(recipe, step)
     anneal = recipe.train["anneal"]
-    floor, span, top = float(anneal.get("to", 0.1)), int(anneal.get("steps", 200)), risen(recipe, start)
+    floor, span, top = float(anneal.get("to", 0.1)), int(anneal.get("steps", 200)), 1.0
     done = min(1.0, (step - start) / span)
     return floor + (top - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
 
