@@ -17,10 +17,11 @@ history, which checkpoints carry, so a resumed run continues on the same schedul
   solution keeps the weights bouncing around it once found; decaying it as the pass rate moves is what a
   learning-rate schedule cannot know in advance (when that happens).
 - `train.rise: {to, steps}` (needs the anneal) — a warmup that does not stop until the pass rate moves: the
-  learning rate keeps rising past the schedule's, to `to` x over `steps` steps, and at the anneal's start the
-  decay begins from the rate reached. While the pass rate sits near zero (a model that has not found the
-  solution yet), a larger rate shortens the search; once it moves, the rate comes down. A fixed larger rate
-  does not do it: on finetune/addition.yaml a constant 2x found the carries sooner and then stalled near 70 %.
+  learning rate keeps rising past the schedule's, to `to` x over `steps` steps, and at the anneal's start it
+  is back at the schedule's rate, from which the anneal decays. While the pass rate sits near zero (a model
+  that has not found the solution yet), a larger rate shortens the search; once it moves, the rate comes down.
+  A fixed larger rate does not do it (finetune/addition.yaml: a constant 2x found the carries sooner and then
+  held ~70 %), and too large a rise finds a partial solution (2.5x: 26-44 %, bench/RESULTS.md).
 
 With adaptive evaluation (`eval.adaptive`) the thresholds these compare with (`at` x target, target - near) are
 `marks` the evaluation decides as it decides the target (`marks`, `reached`): a "missed" decided after 8 samples
@@ -85,20 +86,20 @@ def anneal_start(recipe: Recipe, history: Sequence[dict[str, Any]]) -> int | Non
 
 
 def lr_scale(recipe: Recipe, history: Sequence[dict[str, Any]], step: int) -> float:
-    """The factor on the scheduled learning rate at `step`: with `train.rise`, 1 + (to - 1) x step / steps (capped at
-    `to`) until the anneal starts; without it 1.0; from the anneal's start a cosine from there to `to` over `steps`
-    steps, then `to`."""
+    """The factor on the scheduled learning rate at `step`: until the anneal starts, `risen` (1.0 without a rise);
+    from its start a cosine from 1 to `to` over `steps` steps, then `to`."""
     start = anneal_start(recipe, history)
     if start is None or step <= start:
         return risen(recipe, step)
     anneal = recipe.train["anneal"]
-    floor, span, top = float(anneal.get("to", 0.1)), int(anneal.get("steps", 200)), 1.0
+    floor, span = float(anneal.get("to", 0.1)), int(anneal.get("steps", 200))
     done = min(1.0, (step - start) / span)
-    return floor + (top - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def risen(recipe: Recipe, step: int) -> float:
-    """`train.rise`'s factor at `step` while the pass rate has not moved (1.0 without a rise)."""
+    """`train.rise`'s factor at `step` while the pass rate has not moved: 1 + (to - 1) x step / steps, capped at
+    `to` (1.0 without a rise)."""
     rise = recipe.train.get("rise")
     if not rise:
         return 1.0
