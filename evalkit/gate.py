@@ -247,7 +247,7 @@ def _setting_problems(t: dict[str, Any], settings: Any, run: Mapping[str, Any]) 
 def _adaptive_problems(t: dict[str, Any], block: dict[str, Any]) -> list[str]:
     """An adaptive task's block against its counts: the samples used are the record's, and a met/missed
     decision is the one the sequential test makes on those counts (evalkit.run.sequential.decide)."""
-    from evalkit.run.sequential import decide
+    from evalkit.run.sequential import decide, decide_mark
 
     if block.get("used") != t["n_samples"] or not 0 < t["n_samples"] <= block.get("cap", -1):
         return [f"the adaptive block does not add up: {block.get('used')!r} used of {block.get('cap')!r} for "
@@ -261,9 +261,8 @@ def _adaptive_problems(t: dict[str, Any], block: dict[str, Any]) -> list[str]:
         if made != decision:
             return [f"the adaptive decision {decision!r} is not what {t['passes']} passes of {t['n_samples']} "
                     f"samples give at alpha {block['alpha']} against {block['target']:.1%} ({made or 'undecided'})"]
-        said = {"met": "above", "missed": "below", None: None}
         for mark in block.get("marks") or ():
-            made = said[decide(t["passes"], t["n_samples"], float(mark["at"]), float(block["alpha"]))]
+            made = decide_mark(t["passes"], t["n_samples"], float(mark["at"]), float(block["alpha"]))
             if made != mark["decision"]:
                 return [f"the adaptive mark {mark['at']:.1%} says {mark['decision']!r}, but {t['passes']} passes of "
                         f"{t['n_samples']} samples give {made!r} at alpha {block['alpha']}"]

@@ -50,8 +50,8 @@ from typing import Any, TypeVar
 from evalkit.errors import ConfigError
 
 __all__ = ["DEFAULT_ALPHA", "FIRST_LOOK", "GROWTH", "PRIOR_POINTS", "Sequential", "adaptive_targets",
-           "check_marks", "confidence_bounds", "decide", "log_evidence_met", "log_evidence_missed", "looks",
-           "seeded_order", "thresholds"]
+           "check_marks", "confidence_bounds", "decide", "decide_mark", "log_evidence_met", "log_evidence_missed",
+           "looks", "seeded_order", "thresholds"]
 
 DEFAULT_ALPHA = 0.05
 FIRST_LOOK = 8  # samples before the first look
@@ -107,6 +107,11 @@ def decide(passes: int, n: int, target: float, alpha: float = DEFAULT_ALPHA) -> 
     if n and log_evidence_missed(s, n, target) >= level:
         return "missed"
     return None
+
+
+def decide_mark(passes: int, n: int, mark: float, alpha: float = DEFAULT_ALPHA) -> str | None:
+    """"above", "below", or None (not decided yet): `decide` against a mark rather than a target."""
+    return {"met": "above", "missed": "below"}.get(decide(passes, n, mark, alpha) or "")
 
 
 def _bisect(rejected: Any, low: float, high: float) -> float:
@@ -188,9 +193,8 @@ class Sequential:
         return looks(self.cap)
 
     def marked(self) -> dict[float, str | None]:
-        """Each mark's decision on the counts so far: "above", "below", or None (undecided)."""
-        said = {"met": "above", "missed": "below"}
-        return {m: said.get(decide(self.passes, self.used, m, self.alpha) or "") for m in self.marks}
+        """Each mark's decision on the counts so far (`decide_mark`)."""
+        return {m: decide_mark(self.passes, self.used, m, self.alpha) for m in self.marks}
 
     def look(self, passes: int, n: int) -> bool:
         """Take the counts after `n` samples; True when decided ("met", "missed", or "cap" once n reaches cap)

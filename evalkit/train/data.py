@@ -237,12 +237,14 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _continuation_ids(tokenizer: Any, prompt_text: str, text: str) -> list[int]:
+def _continuation_ids(tokenizer: Any, prompt_text: str, text: str, prompt: Sequence[int] | None = None,
+                      joint: Sequence[int] | None = None) -> list[int]:
     """The ids that, after `prompt_text`'s own ids, spell `text`: the in-context tokenization when the
-    prompt's ids are a prefix of it, else (a token merges across the boundary) `text` tokenized alone."""
-    prompt = _ids(tokenizer, prompt_text)
-    joint = _ids(tokenizer, prompt_text + text)
-    return joint[len(prompt):] if joint[:len(prompt)] == prompt else _ids(tokenizer, text)
+    prompt's ids are a prefix of it, else (a token merges across the boundary) `text` tokenized alone.
+    `prompt` / `joint`: the ids of `prompt_text` and of `prompt_text + text` when already tokenized."""
+    alone = list(prompt) if prompt is not None else _ids(tokenizer, prompt_text)
+    both = list(joint) if joint is not None else _ids(tokenizer, prompt_text + text)
+    return both[len(alone):] if both[:len(alone)] == alone else _ids(tokenizer, text)
 
 
 def _end_tokens(tokenizer: Any) -> list[str]:
@@ -307,9 +309,7 @@ def tokenize_rows(rows: Sequence[Row], tokenizer: Any, chat: bool = False) -> li
     joint = tokenizer([r.prompt + r.completion for r in rows], add_special_tokens=False)["input_ids"]
     out = []
     for row, ids, prompt, whole in zip(rows, prompt_ids, bare, joint):
-        alone, both = list(prompt), list(whole)  # `_continuation_ids`, from the batched ids
-        target = both[len(alone):] if both[:len(alone)] == alone else _ids(tokenizer, row.completion)
-        target.append(tokenizer.eos_token_id)
+        target = _continuation_ids(tokenizer, row.prompt, row.completion, prompt, whole) + [tokenizer.eos_token_id]
         out.append({"input_ids": ids + target, "labels": [-100] * len(ids) + target})
     return out
 
