@@ -62,6 +62,7 @@ def test_splits_are_disjoint_whatever_the_seeds(seed_a, seed_b, level):
     assert overlap(train, ev).empty
     for e in train + ev:
         assert split_of(t.name, e.fields, t.spec.eval_fraction) == e.split
+        assert e.id == example_id(t.name, e.fields)  # the generator hashes once for both; each is still its own
 
 
 def test_small_example_space_is_exhausted_not_looped_forever():

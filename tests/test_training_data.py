@@ -24,7 +24,13 @@ from evalkit.core.chat import message
 
 pytest.importorskip("transformers")
 
-from evalkit.models.hf_chat import encode_prompt, encode_prompts, end_of_turn_ids, render_chat  # noqa: E402
+from evalkit.models.hf_chat import (  # noqa: E402
+    encode_prompt,
+    encode_prompts,
+    end_of_turn_ids,
+    render_chat,
+    token_ids,
+)
 from evalkit.train.data import CompletionCollator, Row, encode_row, tokenize_rows  # noqa: E402
 
 FT = FIXTURES / "ft"
@@ -89,6 +95,46 @@ def test_rows_tokenized_together_are_each_rows_own_encoding(tok, pairs):
     across the prompt/answer boundary ("A: " + "42") included."""
     rows = [Row(p, c, "s") for p, c in [*pairs, ("A: ", "42"), ("What is 12+34?", " 46")]]
     assert tokenize_rows(rows, tok) == [encode_row(r, tok) for r in rows]
+
+
+def wrapper_ids(tok: Any, texts: list[str], special: bool) -> list[list[int]]:
+    """The ids as the tokenizer's own call gives them: what `token_ids` must equal."""
+    return [list(row) for row in tok(texts, add_special_tokens=special)["input_ids"]]
+
+
+SPECIAL_TEXT = st.lists(st.sampled_from(["a", "b", " ", "\n", "1", "é", "🙂", "<s>", "</s>", "<|im_start|>",
+                                         "<|im_end|>", "<|endoftext|>", "<"]), max_size=12).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(SPECIAL_TEXT, min_size=1, max_size=8), special=st.booleans())
+def test_token_ids_are_the_tokenizers_own_call(tok, texts, special):
+    """`token_ids` reads the Rust tokenizer directly; the ids are the tokenizer call's, special-token strings
+    included, for a BPE tokenizer (special-token strings are tokens) and a character one (they are split)."""
+    from evalkit.models.tiny import build_char_tokenizer
+
+    for t in (tok, build_char_tokenizer()):
+        assert token_ids(t, texts, special=special) == wrapper_ids(t, texts, special)
+
+
+def test_token_ids_fall_back_to_the_call_when_the_rust_tokenizer_is_set_up_otherwise():
+    """A Rust tokenizer left truncating or padding (the call would undo that for itself) is not read directly:
+    the ids are the call's, whole and unpadded; a tokenizer without a Rust one is called."""
+    texts = ["12345678+1=", "1+1="]
+    expected = wrapper_ids(bpe_chat_tokenizer(), texts, True)
+    truncating = bpe_chat_tokenizer()
+    truncating.backend_tokenizer.enable_truncation(3)
+    assert token_ids(truncating, texts, special=True) == expected
+    padding = bpe_chat_tokenizer()
+    padding.backend_tokenizer.enable_padding(length=30)
+    assert token_ids(padding, texts, special=True) == expected
+
+    class Plain:  # the tokenizer interface only: no backend_tokenizer
+        def __call__(self, batch, add_special_tokens):
+            return {"input_ids": [[len(t), int(add_special_tokens)] for t in batch]}
+
+    assert token_ids(Plain(), texts, special=False) == [[11, 0], [4, 0]]
+    assert token_ids(Plain(), [], special=False) == []
 
 
 # -- chat mode --------------------------------------------------------------------------------------------
@@ -326,3 +372,7 @@ def test_smollm2_tokenizer_and_template(smollm2):
         prompt_ids, learned = split(encode_row(Row(prompt, completion, "s"), tok))
         assert prompt_ids == encode_prompt(tok, prompt)
         assert learned[-1] == tok.eos_token_id and text(tok, learned[:-1]) == completion, (prompt, completion)
+    rendered = [render_chat(tok, [message("user", p)]) + c for p, c in SMOL_CASES]
+    for special in (True, False):  # the real tokenizer's ids read directly are its call's
+        assert token_ids(tok, rendered + [p + c for p, c in SMOL_CASES], special=special) == wrapper_ids(
+            tok, rendered + [p + c for p, c in SMOL_CASES], special)

@@ -75,12 +75,19 @@ def split_of(task_name: str, fields: Mapping[str, Any], eval_fraction: float,
     both splits: train and eval are disjoint by construction, whatever the seed. Fields
     outside `identity` (a per-example seed, metadata) do not move an example between splits.
     """
+    if eval_fraction >= 1.0 or eval_fraction <= 0.0:
+        return split_by_hash("", eval_fraction)
+    return split_by_hash(content_hash(task_name, fields, identity), eval_fraction)
+
+
+def split_by_hash(digest: str, eval_fraction: float) -> str:
+    """`split_of` from the example's `content_hash` (a generator that also needs the id hashes once)."""
     if eval_fraction >= 1.0:
         return "eval"
     if eval_fraction <= 0.0:
         return "train"
     # An independent slice of the hash (the id uses the first 16 digits).
-    h = int(content_hash(task_name, fields, identity)[16:32], 16) / 16**16
+    h = int(digest[16:32], 16) / 16**16
     return "eval" if h < eval_fraction else "train"
 
 

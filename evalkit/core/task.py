@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, TypeAlias
 
 from evalkit.core.chat import Message, chat_view, has_chat_settings, task_messages
-from evalkit.core.example import SPLITS, Example, example_id, split_of
+from evalkit.core.example import SPLITS, Example, content_hash, example_id, split_by_hash, split_of
 from evalkit.core.extract import Extractor, cut_at_stop, normalize
 from evalkit.core.hashindex import HashIndex
 from evalkit.core.spec import TASK_MARKER, GenerationConfig, SelftestSpec, TaskSpec, task
@@ -110,8 +110,9 @@ class Task:
         return f"<Task {self.name} v{self.version}>"
 
     # -- examples ---------------------------------------------------------------------
-    def _make(self, fields: Mapping[str, Any], split: str, level: int | None) -> Example:
-        ex = Example(example_id(self.name, fields, self.spec.identity), self.name, split, dict(fields), "", None, level)
+    def _make(self, fields: Mapping[str, Any], split: str, level: int | None, eid: str | None = None) -> Example:
+        eid = eid if eid is not None else example_id(self.name, fields, self.spec.identity)
+        ex = Example(eid, self.name, split, dict(fields), "", None, level)
         prompt = self.impl.prompt(ex)
         if not isinstance(prompt, str):
             raise TypeError(f"task {self.name!r}: prompt() must return str, got {type(prompt).__name__}")
@@ -199,13 +200,14 @@ class Task:
         while len(out) < n and attempts < max_attempts:
             attempts += 1
             fields = self.impl.generate(rng, level) if takes_level else self.impl.generate(rng)
-            if split_of(self.name, fields, self.spec.eval_fraction, self.spec.identity) != split:
+            digest = content_hash(self.name, fields, self.spec.identity)  # once: the split and the id
+            if split_by_hash(digest, self.spec.eval_fraction) != split:
                 continue
-            eid = example_id(self.name, fields, self.spec.identity)
+            eid = digest[:16]  # example_id
             if eid in seen:
                 continue
             seen.add(eid)
-            out.append(self._make(fields, split, level))
+            out.append(self._make(fields, split, level, eid))
         return out
 
     def _all_rows(self) -> list[Example]:

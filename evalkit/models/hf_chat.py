@@ -70,6 +70,25 @@ def render_chat(tokenizer: Any, messages: Sequence[Message]) -> str:
     return text
 
 
+def token_ids(tokenizer: Any, texts: Sequence[str], *, special: bool) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=special)["input_ids"]`, as lists.
+
+    A fast tokenizer's ids come straight from its Rust tokenizer's `encode_batch`, which is what that call
+    runs, without the per-text Python conversion around it (18 us a text: finetune/addition.yaml's 60,000
+    training rows took 5.3 s to tokenize, about 2 s this way). Only while the Rust tokenizer is set up as that
+    call would set it (no truncation, no padding, special-token strings split as the tokenizer says);
+    otherwise, and for a slow tokenizer, the call itself.
+    """
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (backend is not None and backend.truncation is None and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no offsets (tokenizers 0.21+)
+        return [e.ids for e in encode(list(texts), add_special_tokens=special)]
+    return [list(row) for row in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
+
+
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
     """Token ids of each prompt: raw text with the tokenizer's special tokens added (BOS), a list of
     messages rendered by `render_chat` and tokenized without adding any (the template wrote them)."""
@@ -83,8 +102,8 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]
             chat[i] = render_chat(tokenizer, p)
     for texts, special in ((raw, True), (chat, False)):
         if texts:
-            for i, row in zip(texts, tokenizer(list(texts.values()), add_special_tokens=special)["input_ids"]):
-                ids[i] = list(row)
+            for i, row in zip(texts, token_ids(tokenizer, list(texts.values()), special=special)):
+                ids[i] = row
     return ids
 
 
@@ -116,4 +135,4 @@ def stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
 
 
 __all__ = ["END_OF_TURN_TOKENS", "chat_template", "chat_template_id", "encode_prompt", "encode_prompts",
-           "end_of_turn_ids", "eos_ids", "render_chat", "stop_ids"]
+           "end_of_turn_ids", "eos_ids", "render_chat", "stop_ids", "token_ids"]

@@ -298,18 +298,19 @@ def tokenize_rows(rows: Sequence[Row], tokenizer: Any, chat: bool = False) -> li
     """Token ids with labels on the completion and the token that ends it only (`encode_row`); `chat`:
     the rows in their chat form, rendered by the tokenizer's chat template as evaluation renders them.
     Raw rows are tokenized in three batched calls (each row's ids are still `encode_row`'s): finetune/addition.yaml's
-    60,000 rows in 3.0 s instead of 4.5 s."""
-    from evalkit.models.hf_chat import encode_prompts
+    60,000 rows in about 2 s (`token_ids`: 5.3 s through the tokenizer's own call)."""
+    from evalkit.models.hf_chat import encode_prompts, token_ids
 
     if chat or not rows:
         return [encode_row(r, tokenizer, chat) for r in rows]
     prompts = [r.prompt for r in rows]
     prompt_ids = encode_prompts(tokenizer, prompts)  # what evaluation feeds
-    bare = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    joint = tokenizer([r.prompt + r.completion for r in rows], add_special_tokens=False)["input_ids"]
+    bare = token_ids(tokenizer, prompts, special=False)
+    joint = token_ids(tokenizer, [r.prompt + r.completion for r in rows], special=False)
+    eos = tokenizer.eos_token_id
     out = []
     for row, ids, prompt, whole in zip(rows, prompt_ids, bare, joint):
-        target = _continuation_ids(tokenizer, row.prompt, row.completion, prompt, whole) + [tokenizer.eos_token_id]
+        target = _continuation_ids(tokenizer, row.prompt, row.completion, prompt, whole) + [eos]
         out.append({"input_ids": ids + target, "labels": [-100] * len(ids) + target})
     return out
 
