@@ -6,6 +6,7 @@ input the evaluation builds:
     text = render_chat(tokenizer, messages)     # the chat template, with the assistant's opening
     ids = encode_prompt(tokenizer, messages)     # == tokenizer(text, add_special_tokens=False) ids
     ids = encode_prompt(tokenizer, "12+34=")     # raw: the tokenizer adds its special tokens (BOS)
+    rows = token_ids(tokenizer, texts, special=False)  # == tokenizer(texts, ...)["input_ids"], batched and fast
 
 A rendered chat prompt already holds the special tokens the template writes (its BOS among them), so it
 is tokenized without adding them again — as `apply_chat_template(..., tokenize=True)` does.
