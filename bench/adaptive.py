@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -32,7 +33,9 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -86,7 +89,17 @@ def simulate(rate: float, reps: int, rng: random.Random, table: dict[int, tuple[
     return out
 
 
-def measure_costs(threads: int, reps: int) -> dict[str, float]:
+class Costs(TypedDict):
+    """`measure_costs`'s cost model: seconds, and `generate`'s median seconds by prompt count."""
+
+    per_sample: float
+    per_round: float
+    fixed_eval: float
+    per_evaluation: float
+    generate: dict[int, float]
+
+
+def measure_costs(threads: int, reps: int) -> Costs:
     """Seconds per evaluation (fixed), per generation round and per sample, on the ~1M addition model."""
     import torch
 
@@ -104,8 +117,11 @@ def measure_costs(threads: int, reps: int) -> dict[str, float]:
     backend = HFBackend(model, tok, batch_size=512)
     gen = GenerationConfig(max_new_tokens=task.generation.max_new_tokens or 10, stop=task.generation.stop)
 
+    def generate(k: int) -> object:  # one generation round on the first k prompts
+        return backend.generate([e.prompt for e in examples[:k]], gen, seed=0)
+
     sizes = (8, 27, 93, 200)  # round sizes of the look schedule, and the full evaluation
-    calls = {k: (lambda k=k: backend.generate([e.prompt for e in examples[:k]], gen, seed=0)) for k in sizes}
+    calls: dict[int, Callable[[], object]] = {k: functools.partial(generate, k) for k in sizes}
     calls[0] = lambda: evaluate(model=model, tokenizer=tok, tasks=[task], n=N, level=3, batch_size=128,
                                 keep_samples=False)
     times: dict[int, list[float]] = {k: [] for k in calls}
@@ -127,7 +143,7 @@ def measure_costs(threads: int, reps: int) -> dict[str, float]:
             "generate": dict(zip(sizes, seconds))}
 
 
-def eval_seconds(costs: dict[str, float], used: int, rounds: int) -> float:
+def eval_seconds(costs: Costs, used: int, rounds: int) -> float:
     return costs["per_evaluation"] + rounds * costs["per_round"] + used * costs["per_sample"]
 
 

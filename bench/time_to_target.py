@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -168,7 +169,7 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path, overrides: dict,
     chat_kwargs = ({"apply_chat_template": True, "system_instruction": system, "fewshot_as_multiturn": True}
                    if recipe.eval_chat else {})
     goal = target.target if target.target is not None else task.target
-    state = {"consecutive": 0, "evals": 0, "rate": None, "why": "step budget"}
+    progress: dict[str, Any] = {"consecutive": 0, "evals": 0, "rate": None, "why": "step budget"}
     budget_s = recipe.max_minutes * 60 if recipe.max_minutes is not None else None
 
     class LmEvalStop(TrainerCallback):
@@ -177,21 +178,24 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path, overrides: dict,
                       device=str(next(model.parameters()).device))
             res = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, log_samples=False,
                                           verbosity="ERROR", **chat_kwargs)
-            state["evals"] += 1
+            progress["evals"] += 1
             return res["results"][name]["evalkit_pass,none"]
 
-        def on_step_end(self, args, st, control, model=None, **kwargs):
+        def on_step_end(self, args, state, control, **kwargs):
+            model = kwargs.get("model")
             out_of_time = budget_s is not None and time.perf_counter() - start > budget_s
-            if st.global_step % recipe.eval_every == 0 or st.global_step >= st.max_steps or out_of_time:
+            if state.global_step % recipe.eval_every == 0 or state.global_step >= state.max_steps or out_of_time:
+                if model is None:
+                    raise SystemExit("the Trainer passed no model to on_step_end: cannot evaluate")
                 rate = self._evaluate(model)
                 model.train()
-                state["consecutive"] = state["consecutive"] + 1 if rate >= goal else 0
-                state["step"], state["rate"] = st.global_step, rate
-                if state["consecutive"] >= recipe.confirm:
-                    state["why"] = "target met"
+                progress["consecutive"] = progress["consecutive"] + 1 if rate >= goal else 0
+                progress["step"], progress["rate"] = state.global_step, rate
+                if progress["consecutive"] >= recipe.confirm:
+                    progress["why"] = "target met"
                     control.should_training_stop = True
                 elif out_of_time:
-                    state["why"] = "time budget"
+                    progress["why"] = "time budget"
                     control.should_training_stop = True
             return control
 
@@ -201,8 +205,8 @@ def baseline_run(recipe_path: Path, tasks_dir: Path, out: Path, overrides: dict,
         trainer.remove_callback(cb)
     trainer.add_callback(LmEvalStop())
     trainer.train()
-    return {"wall_s": time.perf_counter() - start, "met": state["consecutive"] >= recipe.confirm,
-            "step": state.get("step"), "evals": state["evals"], "rate": state["rate"], "why": state["why"],
+    return {"wall_s": time.perf_counter() - start, "met": progress["consecutive"] >= recipe.confirm,
+            "step": progress.get("step"), "evals": progress["evals"], "rate": progress["rate"], "why": progress["why"],
             "params": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "tokens_per_row": sum(len(r["input_ids"]) for r in dataset) / len(dataset)}
