@@ -64,7 +64,12 @@ def example_id(task_name: str, fields: Mapping[str, Any], identity: tuple[str, .
 
     Two examples with equal identity fields have one id: they are the same example.
     """
-    return content_hash(task_name, fields, identity)[:16]
+    return id_from_hash(content_hash(task_name, fields, identity))
+
+
+def id_from_hash(digest: str) -> str:
+    """`example_id` from the example's `content_hash` (a generator that also needs the split hashes once)."""
+    return digest[:16]
 
 
 def split_of(task_name: str, fields: Mapping[str, Any], eval_fraction: float,
@@ -75,7 +80,7 @@ def split_of(task_name: str, fields: Mapping[str, Any], eval_fraction: float,
     both splits: train and eval are disjoint by construction, whatever the seed. Fields
     outside `identity` (a per-example seed, metadata) do not move an example between splits.
     """
-    if eval_fraction >= 1.0 or eval_fraction <= 0.0:
+    if not 0.0 < eval_fraction < 1.0:  # every example on one side: nothing to hash
         return split_by_hash("", eval_fraction)
     return split_by_hash(content_hash(task_name, fields, identity), eval_fraction)
 

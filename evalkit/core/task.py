@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, TypeAlias
 
 from evalkit.core.chat import Message, chat_view, has_chat_settings, task_messages
-from evalkit.core.example import SPLITS, Example, content_hash, example_id, split_by_hash, split_of
+from evalkit.core.example import SPLITS, Example, content_hash, example_id, id_from_hash, split_by_hash, split_of
 from evalkit.core.extract import Extractor, cut_at_stop, normalize
 from evalkit.core.hashindex import HashIndex
 from evalkit.core.spec import TASK_MARKER, GenerationConfig, SelftestSpec, TaskSpec, task
@@ -203,7 +203,7 @@ class Task:
             digest = content_hash(self.name, fields, self.spec.identity)  # once: the split and the id
             if split_by_hash(digest, self.spec.eval_fraction) != split:
                 continue
-            eid = digest[:16]  # example_id
+            eid = id_from_hash(digest)
             if eid in seen:
                 continue
             seen.add(eid)
