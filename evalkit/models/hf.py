@@ -8,7 +8,8 @@ that share a long token prefix (a chat task's system message and few-shot turns)
 key/value states computed once (`evalkit.models.prefix`; `prefix_cache=False` turns it off). A row also
 ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw text (the tokenizer adds BOS)
 or a list of chat messages, rendered by the tokenizer's chat template (`render`, `hf_chat.render_chat`).
-`decoder="generate"` uses `model.generate` with a per-row stopping criterion instead (for architectures
+On a CPU the rows are split between threads that decode at one intra-op thread each (`decode_threads`,
+`evalkit.models.decode.decode_sharded`). `decoder="generate"` uses `model.generate` with a per-row stopping criterion instead (for architectures
 the loop does not handle).
 
 This module imports torch and transformers: only code that runs a model imports it
@@ -35,7 +36,7 @@ from transformers import StoppingCriteria
 from evalkit.core.extract import cut_at_stop, find_stop
 from evalkit.models import hf_chat
 from evalkit.models.base import GenerationStats, check_generate_args
-from evalkit.models.decode import ModelCall, StopCheck, decode_rows, left_pad, stop_candidates, vocabulary_texts
+from evalkit.models.decode import ModelCall, StopCheck, decode_sharded, left_pad, stop_candidates, vocabulary_texts
 from evalkit.models.prefix import prefix_length, prefix_plan, supports_prefix_cache
 
 if TYPE_CHECKING:
@@ -114,21 +115,26 @@ class HFBackend:
             (`evalkit.models.prefix`).
         continuous_batching: in the loop, start waiting prompts in the running batch as its rows end
             (`evalkit.models.decode.decode_rows`), where the model's cache allows it.
+        decode_threads: in the loop on a CPU, threads that decode a share of the rows each at one intra-op
+            thread (`evalkit.models.decode.decode_sharded`; the batch is split between them). None: one per
+            torch thread of the caller, at most 4 and at least 8 rows of the batch each; 1: off.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  batch_size: int = 64, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, decoder: str = "loop", prefix_cache: bool = True,
-                 continuous_batching: bool = True):
+                 continuous_batching: bool = True, decode_threads: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1 or None, got {decode_threads}")
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)  # type: ignore[call-arg]  # transformers' stubs wrap .to badly
         self.model: Any = model  # typed Any: transformers' stubs make generate() a Tensor attribute
         self.tokenizer = tokenizer
-        self.batch_size, self.decoder = batch_size, decoder
+        self.batch_size, self.decoder, self.decode_threads = batch_size, decoder, decode_threads
         self._stats = GenerationStats()
         self._tok_digest = tokenizer_digest(tokenizer)
         eos = hf_chat.eos_ids(model, tokenizer)
@@ -225,8 +231,9 @@ class HFBackend:
                 if loop:
                     gens = [self._row_generator(seed, keys[p], s) for p, s in rows] if sampling else None
                     order_rows = [ids[rows[r][0]] for r in order]
-                    toks, n_gen, n_batches = decode_rows(
-                        self._call, order_rows, config, self._stop_check(config.stop), batch_size=self.batch_size,
+                    toks, n_gen, n_batches = decode_sharded(
+                        self._call, order_rows, config, self._stop_check(config.stop), shards=self._shards(),
+                        batch_size=self.batch_size,
                         gens=[gens[r] for r in order] if gens else None, prefix=kv,
                         groups=[groups[r] for r in order], continuous=self._continuous)
                     for r, text in zip(order, self._decode(toks)):
@@ -251,6 +258,14 @@ class HFBackend:
             prompt_tokens=sum(len(ids[p]) for p, _ in rows), generated_tokens=n_gen,
             seconds=time.perf_counter() - start, batches=n_batches, truncated_prompts=truncated)
         return out
+
+    def _shards(self) -> int:
+        """How many threads the loop decodes on (`decode_threads`)."""
+        if self.decode_threads is not None:
+            return self.decode_threads
+        if self.device.type != "cpu":
+            return 1
+        return max(1, min(torch.get_num_threads(), 4, self.batch_size // 8))
 
     def _encode(self, prompts: list[Prompt], max_new: int) -> tuple[list[list[int]], int]:
         ids = hf_chat.encode_prompts(self.tokenizer, prompts)
