@@ -218,6 +218,36 @@ def test_checkers_that_ignore_the_alarm_raise_exit_or_die(tmp_path):
     assert_no_slowdown_or_leftovers(before, after)
 
 
+@task(name="deaf_in_a_chunk", max_new_tokens=8)
+class DeafInAChunk:
+    """Twelve quick checks and one (row 5) that only a kill ends: one worker gets them three to a message, so
+    rows 3 and 4 are done, their results not yet sent, when row 5 stops answering."""
+
+    def rows(self):
+        return [{"i": i} for i in range(12)]
+
+    def prompt(self, ex):
+        return str(ex["i"])
+
+    def reference(self, ex):
+        return str(ex["i"])
+
+    def check(self, ex, answer):
+        if ex["i"] == 5:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            while True:
+                pass
+        return verdict(True)
+
+
+def test_only_the_check_that_stopped_answering_is_blamed_and_those_done_beside_it_keep_their_verdicts():
+    record = evalkit.evaluate(model_spec="oracle", tasks=[DeafInAChunk], n=None, check_timeout=TIMEOUT,
+                              check_workers=1)
+    got = {s["prompt"]: s["status"] for s in record.samples()}
+    assert got == {str(i): "TIMEOUT" if i == 5 else "PASS" for i in range(12)}
+    assert record.task("deaf_in_a_chunk")["timeouts"] == 1
+
+
 @task(name="no_sandbox")
 class NoSandbox:
     def rows(self):
