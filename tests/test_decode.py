@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 
 import pytest
 
@@ -270,3 +271,109 @@ def test_left_pad_right_aligns_each_row_and_masks_the_padding(rows, pad):
         lead = width - len(r)
         assert got[lead:] == r and all(t == pad for t in got[:lead])
         assert m == [0] * lead + [1] * len(r)
+
+
+# -- rows decoded on several threads (HFBackend(decode_threads=...), decode.decode_sharded) -----------------------
+# Splitting the rows between threads must change no row's tokens, greedy or sampled; the threads' torch thread
+# count (one each) must not leak into the caller's, nor into threads started later.
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def where_forward_runs(model) -> tuple[list[tuple[str, int]], object]:
+    """(thread name, torch threads there) of every forward call, and the hook's handle."""
+    seen: list[tuple[str, int]] = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args: seen.append((threading.current_thread().name, torch.get_num_threads())))
+    return seen, handle
+
+
+def test_rows_decoded_on_threads_are_the_rows_decoded_one_at_a_time(model, tok, two_torch_threads):
+    free = references(model, tok, PROMPTS)
+    stops = pick_stops(free)
+    want = [cut_at_stop(o, stops) for o in free]
+    for threads in (2, 3):
+        for batch_size in (2, 6, 64):
+            for prefix_cache, continuous in ((True, True), (False, False)):
+                backend = HFBackend(model, tok, batch_size=batch_size, prefix_cache=prefix_cache,
+                                    continuous_batching=continuous, decode_threads=threads)
+                seen, handle = where_forward_runs(model)
+                try:
+                    got = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=MAX_NEW, stop=stops))
+                finally:
+                    handle.remove()
+                assert got == [[w] for w in want], (threads, batch_size, prefix_cache, continuous)
+                decoding = {name for name, _ in seen if name.startswith("evalkit-decode-")}
+                assert decoding == {f"evalkit-decode-{k}" for k in range(threads)}
+                assert all(n == 1 for name, n in seen if name in decoding)
+                assert backend.last_stats.generated_tokens >= sum(len(tok(w, add_special_tokens=False)["input_ids"])
+                                                                  for w in want)
+    assert torch.get_num_threads() == 2
+
+
+def test_sampled_rows_do_not_depend_on_the_threads(tok, two_torch_threads):
+    model = tiny_llama(tok, hidden=64, layers=2, heads=4, seed=1)
+    config = GenerationConfig(max_new_tokens=MAX_NEW, stop=(), temperature=1.0, top_p=0.9)
+    one = HFBackend(model, tok, batch_size=4, decode_threads=1).generate(PROMPTS, config, seed=5, num_samples=3)
+    three = HFBackend(model, tok, batch_size=4, decode_threads=3).generate(PROMPTS, config, seed=5, num_samples=3)
+    assert one == three and any(len(set(r)) > 1 for r in one)
+
+
+def test_the_callers_thread_count_and_later_threads_keep_theirs(tok, two_torch_threads):
+    model = tiny_llama(tok, hidden=32, layers=1, heads=2, seed=0)
+    HFBackend(model, tok, batch_size=8, decode_threads=2).generate(PROMPTS, GenerationConfig(max_new_tokens=4))
+    assert torch.get_num_threads() == 2
+    later: list[int] = []
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert later == [2]
+
+
+def test_default_threads_one_per_torch_thread_with_enough_rows_each(tok, two_torch_threads):
+    model = tiny_llama(tok, hidden=32, layers=1, heads=2, seed=0)
+    config = GenerationConfig(max_new_tokens=4)
+    names = {}
+    for batch_size in (64, 8):  # 8 rows a batch: too few to split (each thread gets at least 8)
+        seen, handle = where_forward_runs(model)
+        try:
+            HFBackend(model, tok, batch_size=batch_size).generate(PROMPTS, config)
+        finally:
+            handle.remove()
+        names[batch_size] = {name for name, _ in seen}
+    # (the shared prefix of PROMPTS is computed once, on the calling thread, before the rows are split)
+    assert names[64] == {"evalkit-decode-0", "evalkit-decode-1", threading.current_thread().name}
+    assert names[8] == {threading.current_thread().name}
+    torch.set_num_threads(1)
+    seen, handle = where_forward_runs(model)
+    try:
+        HFBackend(model, tok, batch_size=64).generate(PROMPTS, config)
+    finally:
+        handle.remove()
+    assert {name for name, _ in seen} == {threading.current_thread().name}
+
+
+def test_an_error_on_a_decoding_thread_reaches_the_caller(tok, two_torch_threads):
+    model = tiny_llama(tok, hidden=32, layers=1, heads=2, seed=0)
+
+    def fail_on_thread_1(module, args):
+        if threading.current_thread().name == "evalkit-decode-1":
+            raise RuntimeError("forward failed on thread 1")
+
+    handle = model.register_forward_pre_hook(fail_on_thread_1)
+    try:
+        with pytest.raises(RuntimeError, match="forward failed on thread 1"):
+            HFBackend(model, tok, batch_size=8, decode_threads=2).generate(PROMPTS, GenerationConfig(max_new_tokens=4))
+    finally:
+        handle.remove()
+    assert torch.get_num_threads() == 2
+
+
+def test_decode_threads_must_be_positive(tok):
+    model = tiny_llama(tok, hidden=32, layers=1, heads=2, seed=0)
+    with pytest.raises(ValueError, match="decode_threads"):
+        HFBackend(model, tok, decode_threads=0)
