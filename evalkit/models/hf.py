@@ -9,8 +9,8 @@ key/value states computed once (`evalkit.models.prefix`; `prefix_cache=False` tu
 ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw text (the tokenizer adds BOS)
 or a list of chat messages, rendered by the tokenizer's chat template (`render`, `hf_chat.render_chat`).
 On a CPU the rows are split between threads that decode at one intra-op thread each (`decode_threads`,
-`evalkit.models.decode.decode_sharded`). `decoder="generate"` uses `model.generate` with a per-row stopping criterion instead (for architectures
-the loop does not handle).
+`evalkit.models.decode.decode_sharded`). `decoder="generate"` uses `model.generate` with a per-row
+stopping criterion instead (for architectures the loop does not handle).
 
 This module imports torch and transformers: only code that runs a model imports it
 (`evalkit.models` resolves `HFBackend` lazily).
