@@ -41,6 +41,7 @@ def registry():
     (("lr: 0.003", "lr: fast"), "train.lr", "expected number"),
     (("max_steps: 120", "max_steps: 0"), "budget.max_steps", ">= 1"),
     (("n: 40", "n: 40\n  colour: red"), "eval.colour", "unknown field"),
+    (("threads: 1}", "threads: 1, bf16: yes please}"), "train.bf16", "expected one of true, false, 'auto'"),
     (("{target: 0.9}", "{target: 0.9, on: lower_bound}"), "eval.tasks.initials.True", "unknown field"),
     (("base: scratch", "base: ./no-such-model"), "model.base", "not a local Hugging Face model folder"),
     (("- task: initials", "- jsonl: missing.jsonl"), "data.sources.0.jsonl", "data file not found"),
@@ -112,6 +113,42 @@ def test_contamination_guard_drops_reformatted_eval_prompts_not_other_problems(t
     assert report.to_dict()["removed"]["contamination (eval overlap)"] == {"data": 2}
     as_examples = [Example(str(i), "x", "train", {}, r["prompt"]) for i, r in enumerate(rows)]
     assert len(overlap(as_examples, eval_examples).prompts) == 2  # what overlap() reports is what was dropped
+
+
+@pytest.mark.parametrize("setting,native,bf16,warns", [
+    ("auto", True, True, False), ("auto", False, False, False),  # auto: whatever the device does natively
+    (True, True, True, False), (True, False, True, True),  # true is obeyed, and warned where only emulated
+    (False, True, False, False), (None, True, False, False),  # false, and the default (false)
+])
+def test_bf16_setting_resolves_against_the_device(setting, native, bf16, warns):
+    from evalkit.train.precision import resolve
+
+    p = resolve(setting, native=native, device="CPU")
+    assert p.bf16 is bf16 and (p.warning() is not None) is warns
+
+
+@pytest.mark.parametrize("setting,expect", [("auto", False), ("true", True)])
+def test_bf16_reaches_the_trainer_and_the_record(tmp_path, monkeypatch, setting, expect):
+    """On a device without native bfloat16 (made so here), `auto` trains in fp32 and `true` in bf16 with a
+    warning; the record says which, and why."""
+    import warnings
+
+    from evalkit.run.record import load_record
+    from evalkit.train import finetune, precision
+    from evalkit.train.common import training_arguments
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: (False, "CPU"))
+    path = recipe_file(tmp_path, **{"threads: 1}": f"threads: 1, bf16: {setting}}}"})
+    assert training_arguments(load_recipe(path), tmp_path / "args", 1).bf16 is expect
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finetune(path, output=tmp_path / "out", registry=registry(), max_steps=2)
+    said = [str(w.message) for w in caught if "bfloat16" in str(w.message)]
+    assert len(said) == (1 if expect else 0), said
+    assert not said or "train.bf16: true on a CPU without native bfloat16" in said[0]
+    meta = load_record(tmp_path / "out").data["meta"]["training"]["precision"]
+    assert meta == {"bf16": expect, "setting": True if setting == "true" else "auto", "native": False,
+                    "device": "CPU"}
 
 
 def _history(output: Path) -> list[tuple]:

@@ -58,7 +58,10 @@ def schema_error(error: Any) -> tuple[str, str]:
         message = f"unknown field; expected one of: {allowed}"
     elif v in ("enum", "const"):
         options = expected if isinstance(expected, list) else [expected]
-        message = f"expected one of {', '.join(map(repr, options))}, got {describe_value(inst)}"
+        # spelled as in the YAML / JSON the user writes: true, false, null; text quoted
+        spell = {True: "true", False: "false", None: "null"}
+        shown = [spell[o] if o is None or isinstance(o, bool) else repr(o) for o in options]
+        message = f"expected one of {', '.join(shown)}, got {describe_value(inst)}"
     elif v in ("minimum", "maximum"):
         message = f"expected a number {'>=' if v == 'minimum' else '<='} {expected}, got {describe_value(inst)}"
     elif v == "pattern":

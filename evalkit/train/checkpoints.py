@@ -8,7 +8,8 @@ A checkpoint counts as complete only when it sits at `checkpoints/checkpoint-N` 
 state file (`evalkit_state.json`) inside. The Trainer saves into the staging folder; `commit`
 then writes the state file and renames the folder into place (one `os.replace`), so a kill at any
 moment leaves either the previous checkpoint or the new one, never a partial one to resume from.
-Stale staging folders (a save that a kill interrupted) are removed when a run is prepared.
+Stale staging folders (a save that a kill interrupted) are removed when a run is prepared, after
+`check_writable` has proven the output folder writable.
 
 The run step is the Trainer's step plus the steps trained before it: the verifier modes train in
 several Trainer runs, and their checkpoints count steps across the whole run. No torch or
@@ -25,6 +26,8 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from evalkit.errors import ConfigError
 
 STATE_FILE = "evalkit_state.json"
 STAGING = ".staging"
@@ -109,5 +112,29 @@ def inject_fault(kind: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["NAME", "STAGING", "STATE_FILE", "checkpoint_step", "commit", "complete_checkpoints", "inject_fault",
-           "latest_checkpoint", "prune", "read_state", "remove_staging", "save_now", "staging_folder"]
+def check_writable(folder: Path, recipe_file: Path | str | None = None) -> None:
+    """Prove that `folder` can be written (or, while it does not exist, created): a file is created and
+    removed in it or in its nearest existing parent, so nothing is left behind. A ConfigError naming the folder
+    otherwise: a read-only output is found before training, not at its first save minutes in."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    why = None
+    if not existing.is_dir():
+        why = f"{existing} is not a folder"
+    else:
+        probe = existing / f".evalkit-write-test-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            why = f"{existing if existing != folder else 'it'}: {exc.strerror or exc}"
+    if why:
+        raise ConfigError(f"the folder {folder} is not writable ({why}): training writes its checkpoints, "
+                          "evaluations and model there; choose another output (--output, or `output:` in the recipe) "
+                          "or make it writable", file=recipe_file, field="output")
+
+
+
+__all__ = ["NAME", "STAGING", "STATE_FILE", "check_writable", "checkpoint_step", "commit", "complete_checkpoints",
+           "inject_fault", "latest_checkpoint", "prune", "read_state", "remove_staging", "save_now", "staging_folder"]

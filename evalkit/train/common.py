@@ -24,7 +24,8 @@ from typing import Any
 from evalkit.core.scoring import DEFAULT_CHECK_TIMEOUT
 from evalkit.errors import ConfigError, ExitCode
 from evalkit.train import signal
-from evalkit.train.checkpoints import complete_checkpoints, read_state, remove_staging
+from evalkit.train.checkpoints import check_writable, complete_checkpoints, read_state, remove_staging
+from evalkit.train.precision import resolve
 from evalkit.train.recipe import Recipe, load_recipe
 
 
@@ -285,31 +286,15 @@ def prepare(recipe_path: Path | str, *, output: Path | None = None, resume: bool
         torch.set_num_threads(recipe.train["threads"])
     if registry is None:
         registry = discover(list(config.tasks), fallback_to_bundled=not config.tasks_configured, keep_broken=True)
-    return Run(recipe, output, registry, resume_from=existing[-1] if (resume and existing) else None,
-               display=display if is_main() else None)  # one live display, on rank 0
-
-
-def check_writable(folder: Path, recipe_file: Path | str | None = None) -> None:
-    """Prove that `folder` can be written (or, while it does not exist, created): a file is created and
-    removed in it or in its nearest existing parent, so nothing is left behind. A ConfigError naming the folder
-    otherwise: a read-only output is found before training, not at its first save minutes in."""
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    why = None
-    if not existing.is_dir():
-        why = f"{existing} is not a folder"
-    else:
-        probe = existing / f".evalkit-write-test-{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            why = f"{existing if existing != folder else 'it'}: {exc.strerror or exc}"
-    if why:
-        raise ConfigError(f"the folder {folder} is not writable ({why}): training writes its checkpoints, "
-                          "evaluations and model there; choose another output (--output, or `output:` in the recipe) "
-                          "or make it writable", file=recipe_file, field="output")
+    run = Run(recipe, output, registry, resume_from=existing[-1] if (resume and existing) else None,
+              display=display if is_main() else None)  # one live display, on rank 0
+    precision = resolve(recipe.train.get("bf16"))
+    run.training_meta["precision"] = precision.to_dict()
+    if (warning := precision.warning()) and is_main():  # on the display when there is one, else a warning
+        if run.display is None:
+            warnings.warn(warning, stacklevel=2)
+        run.say(f"warning: {warning}")
+    return run
 
 
 def build_model(recipe: Recipe, output: Path, rows: list[Any], resume: bool) -> tuple[Any, Any]:
@@ -389,12 +374,12 @@ def training_arguments(recipe: Recipe, output_dir: Path, max_steps: int, *, cls:
         "lr_scheduler_type": t["scheduler"], "warmup_steps": t["warmup_steps"], "weight_decay": t["weight_decay"],
         "max_grad_norm": t["max_grad_norm"], "logging_steps": 10, "save_strategy": "no", "report_to": [],
         "seed": recipe.seed, "data_seed": recipe.seed, "dataloader_num_workers": 0,
-        "use_cpu": not torch.cuda.is_available(), "bf16": bool(t.get("bf16")), "remove_unused_columns": False,
+        "use_cpu": not torch.cuda.is_available(), "bf16": resolve(t.get("bf16")).bf16, "remove_unused_columns": False,
         "disable_tqdm": True, "save_only_model": False, "ddp_find_unused_parameters": False,
     }
     kwargs.update(overrides)
     return cls(**kwargs)
 
 
-__all__ = ["FinetuneResult", "LoopState", "Run", "broadcast", "build_model", "check_writable", "evaluation_task",
+__all__ = ["FinetuneResult", "LoopState", "Run", "broadcast", "build_model", "evaluation_task",
            "is_main", "prepare", "quiet_libraries", "training_arguments", "write_run_files"]
