@@ -230,13 +230,25 @@ def main() -> int:
 
 
 def cpu_model() -> str:
+    """The CPU's name, with what sets its float speed: family / model and its widest vector unit (the same
+    name covered an AVX-512 and an AVX2-only EPYC, ~1.8x apart on a training step)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    if not flags:
+        return name
+    units = [u for f, u in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if f in flags]
+    widest = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; " \
+           f"{', '.join([widest, *units])})"
 
 
 def record(args, items, problems, isolation, provenance, runs, rate, ms, ratio_serial, ratio_pool, agree, disagree,

@@ -550,12 +550,9 @@ def quiet():
 
 
 def environment(cfg: Config) -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from code_checks import cpu_model  # bench/ is on the path: this script's folder
+
+    cpu = cpu_model()
 
     def version(name: str) -> str:
         try:

@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     changed = " ".join(f"--override {o}" for o in args.override)
     steps = f" --max-steps {args.max_steps}" if args.max_steps else ""
     lora = f"LoRA {r.train['lora']}, {theirs['trainable']:,} trainable; " if r.train.get("lora") else ""
+    from code_checks import cpu_model  # a sibling script (bench/ is on sys.path when one runs)
+
     notes = [f"recipe: {shown}{steps}{(' ' + changed) if changed else ''}; chat form: {r.eval_chat}; "
              f"params {params:,}; {lora}~{rows_tokens:.0f} tokens/row (mean of the tokenized training rows); "
              f"training throughput ~{tok_s:,.0f} tokens/s (whole run incl. evaluations)",
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{peak / 1e9:.1f} GFLOP/s at {torch.get_num_threads()} threads = {mfu:.1%}"
              + (" (LoRA trains no frozen weight: ~4 x params would be its count)" if lora else ""),
              f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
-             f"python {platform.python_version()}, torch {torch.__version__}"]
+             f"python {platform.python_version()}, torch {torch.__version__}; cpu {cpu_model()}"]
     print("\n".join(lines + [""] + notes))
     if not args.no_append:
         flags = (" --quick" if args.quick else (f" --recipe {shown}" if args.recipe else "")) + (
