@@ -135,6 +135,5 @@ def check_writable(folder: Path, recipe_file: Path | str | None = None) -> None:
                           "or make it writable", file=recipe_file, field="output")
 
 
-
 __all__ = ["NAME", "STAGING", "STATE_FILE", "check_writable", "checkpoint_step", "commit", "complete_checkpoints",
            "inject_fault", "latest_checkpoint", "prune", "read_state", "remove_staging", "save_now", "staging_folder"]
