@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import pytest
 
 # See evalkit/cli/__init__.py: spinning OpenMP waits make torch crawl when pytest-xdist workers share cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# A suite started in the background of a script (`cmd &` without job control) inherits SIGINT ignored, and
+# so would every evalkit process the tests start: the Ctrl-C tests would fail for the launcher's sake (seen:
+# five of them, in a CI rehearsal started so). A handler here is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = REPO / "tasks"
