@@ -7,9 +7,11 @@ loop's batching, its stop checks and its cached prefixes must change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -284,12 +286,16 @@ def two_torch_threads():
     torch.set_num_threads(before)
 
 
-def where_forward_runs(model) -> tuple[list[tuple[str, int]], object]:
-    """(thread name, torch threads there) of every forward call, and the hook's handle."""
+@contextlib.contextmanager
+def where_forward_runs(model) -> Iterator[list[tuple[str, int]]]:
+    """(thread name, torch threads there) of every forward call made inside the block."""
     seen: list[tuple[str, int]] = []
     handle = model.register_forward_pre_hook(
         lambda module, args: seen.append((threading.current_thread().name, torch.get_num_threads())))
-    return seen, handle
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def test_rows_decoded_on_threads_are_the_rows_decoded_one_at_a_time(model, tok, two_torch_threads):
@@ -301,11 +307,8 @@ def test_rows_decoded_on_threads_are_the_rows_decoded_one_at_a_time(model, tok, 
             for prefix_cache, continuous in ((True, True), (False, False)):
                 backend = HFBackend(model, tok, batch_size=batch_size, prefix_cache=prefix_cache,
                                     continuous_batching=continuous, decode_threads=threads)
-                seen, handle = where_forward_runs(model)
-                try:
+                with where_forward_runs(model) as seen:
                     got = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=MAX_NEW, stop=stops))
-                finally:
-                    handle.remove()
                 assert got == [[w] for w in want], (threads, batch_size, prefix_cache, continuous)
                 decoding = {name for name, _ in seen if name.startswith("evalkit-decode-")}
                 assert decoding == {f"evalkit-decode-{k}" for k in range(threads)}
@@ -339,21 +342,15 @@ def test_default_threads_one_per_torch_thread_with_enough_rows_each(tok, two_tor
     config = GenerationConfig(max_new_tokens=4)
     names = {}
     for batch_size in (64, 8):  # 8 rows a batch: too few to split (each thread gets at least 8)
-        seen, handle = where_forward_runs(model)
-        try:
+        with where_forward_runs(model) as seen:
             HFBackend(model, tok, batch_size=batch_size).generate(PROMPTS, config)
-        finally:
-            handle.remove()
         names[batch_size] = {name for name, _ in seen}
     # (the shared prefix of PROMPTS is computed once, on the calling thread, before the rows are split)
     assert names[64] == {"evalkit-decode-0", "evalkit-decode-1", threading.current_thread().name}
     assert names[8] == {threading.current_thread().name}
     torch.set_num_threads(1)
-    seen, handle = where_forward_runs(model)
-    try:
+    with where_forward_runs(model) as seen:
         HFBackend(model, tok, batch_size=64).generate(PROMPTS, config)
-    finally:
-        handle.remove()
     assert {name for name, _ in seen} == {threading.current_thread().name}
 
 

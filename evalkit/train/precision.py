@@ -54,12 +54,10 @@ def native_bf16() -> tuple[bool, str]:
 
 
 def resolve(setting: Setting | None, native: bool | None = None, device: str | None = None) -> Precision:
-    """The precision `setting` (None: the default, false) means on this device (or on one described by
-    `native` and `device`)."""
+    """The precision `setting` (None: the default, false) means on this device, or on the one that `native`
+    and `device` describe (both given)."""
     if native is None or device is None:
-        found, name = native_bf16()
-        native = found if native is None else native
-        device = name if device is None else device
+        native, device = native_bf16()
     setting = False if setting is None else setting
     use = native if setting == "auto" else bool(setting)
     return Precision(use, setting, native, device)
