@@ -320,7 +320,8 @@ def test_optional_backend_capabilities_are_used():
     assert environment(_Counting())["device"] == "meta" and environment(OracleBackend())["device"] is None
 
 
-# -- durability: every batch on disk before the next is asked for ------------------------------------------------
+# -- durability: every batch on disk before the batch after next is asked for (the next one is generated while
+# it is checked) ---------------------------------------------------------------------------------------------------
 class _Watching:
     """A batched python model that notes, at each call, how many prompts it got and how many journal lines
     were already on disk; `delay` seconds per prompt."""
@@ -335,13 +336,15 @@ class _Watching:
         return [adder(p) for p in prompts]
 
 
-def test_each_batch_is_on_disk_before_the_next_is_asked_for(tmp_path):
+def test_each_batch_is_on_disk_before_the_batch_after_next_is_asked_for(tmp_path):
     model = _Watching(tmp_path / "run" / "journal.jsonl")
     evaluate(tasks=[ADDITION], backend=PythonCallableBackend(model, identity="python:watching"), n=100,
              batch_size=16, run_dir=tmp_path / "run")
     sizes = [size for size, _ in model.calls]
     assert sum(sizes) == 100 and max(sizes) <= 16 and sizes[0] == 8  # a first small batch, then --batch-size
-    assert [on_disk for _, on_disk in model.calls] == [sum(sizes[:i]) for i in range(len(sizes))]
+    # Asked for batch i: batches 0 .. i-2 on disk, batch i-1 being checked.
+    assert [on_disk for _, on_disk in model.calls] == [sum(sizes[:max(0, i - 1)]) for i in range(len(sizes))]
+    assert len((tmp_path / "run" / "journal.jsonl").read_bytes().splitlines()) == 100
 
 
 def test_a_slow_backends_batches_shrink_to_a_few_seconds(tmp_path, monkeypatch):

@@ -18,9 +18,12 @@ processes:
 - A worker that dies in a check (os._exit, a crash) gives that sample an ERROR verdict. An
   `InfrastructureError` raised by a checker (e.g. no sandbox) crosses back and is raised here:
   the run stops, the answer is not blamed.
-- Jobs go out in chunks (one message each); results come back one by one, so the parent
-  knows when each check began. One worker starts first, more only while the work left
-  outweighs a fork (see CheckPool).
+- `submit` sends the jobs and returns, so the caller can generate the next batch while they are
+  checked; `collect` gathers the results (`score` is both). Jobs go out in chunks (one message
+  each; a worker's whole share at once when checks are known to be quick); results come back one
+  by one, each stamped with when it was done, so the parent knows when each check began even when it
+  reads them later. One worker starts first, more only while the work left outweighs a fork (see
+  CheckPool). The worker's side is `evalkit.core.checkworker`.
 - Workers never outlive the pool: `close()` ends them (a stop message, then SIGKILL; an error
   or Ctrl-C in `score` kills them at once); they ignore SIGINT (the parent handles Ctrl-C), and
   they die with the parent thread that forked them (PR_SET_PDEATHSIG), so even a `kill -9` of
@@ -30,38 +33,33 @@ processes:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
-import os
 import pickle
 import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, TypeVar
 
-from evalkit.core.scoring import Scored, describe_exception, score
+from evalkit.core.checkworker import STOP_SIGNALS, Job, Worker
+from evalkit.core.scoring import Scored
 from evalkit.core.verdict import Status, Verdict
-from evalkit.errors import InfrastructureError
 
 if TYPE_CHECKING:
-    from evalkit.core.example import Example
     from evalkit.core.task import Task
 
 CONTAINED = "__evalkit_contained__"
 GRACE_S = 2.0  # beyond twice the deadline (extraction + check): past it, the worker is killed
 MAX_CHUNK = 16  # jobs per message to a worker
+AHEAD_S = 0.5  # a worker is sent all its share of a submission at once when it takes about this long at most
 # Another worker starts when the work left per worker is this many times what a fork takes in the parent
 # (the child's start, its exit and the cores it shares cost more than the fork call itself).
 GROW_AFTER = 10.0
-Job = tuple["Example", str]  # (example, the model's output)
 T = TypeVar("T")
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def fork_available() -> bool:
@@ -93,127 +91,6 @@ def marked_contained(obj: object) -> bool:
     return bool(getattr(obj, CONTAINED, False))
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the thread that forked it ends (Linux; best effort elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:  # the parent ended before the line above ran
-        os._exit(0)
-
-
-def _score_one(task: Task, ex: Example, output: str, timeout: float | None) -> bytes:
-    """The pickled reply for one job: ("ok", Scored, seconds) or ("raise", InfrastructureError, seconds)."""
-    start = time.perf_counter()
-    try:
-        reply: tuple[str, Any] = ("ok", score(task, ex, output, timeout=timeout))
-    except InfrastructureError as exc:
-        reply = ("raise", exc)
-    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a checker: ERROR, as a raise would be
-        reply = ("ok", Scored("", Verdict(Status.ERROR, 0.0, f"checker raised {describe_exception(exc)}")))
-    took = time.perf_counter() - start
-    try:
-        return pickle.dumps((*reply, took))
-    except Exception as exc:  # noqa: BLE001 - what does not cross (e.g. a verdict's odd reason) is described
-        if reply[0] == "raise":
-            return pickle.dumps(("raise", InfrastructureError(describe_exception(reply[1])), took))
-        why = f"the verdict cannot be sent: {describe_exception(exc)}"
-        return pickle.dumps(("ok", Scored("", Verdict(Status.ERROR, 0.0, why)), took))
-
-
-def _serve(conn: Connection, tasks: Sequence[Task], timeout: float | None, parent: int,
-           siblings: Sequence[Connection]) -> None:
-    """A worker: score each job it is sent, in order, answering one message per job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler of the parent's (it may touch torch)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
-    _die_with_parent(parent)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)  # a group of its own: killing it ends what a checker started too
-    for other in siblings:  # the parent's ends of the pipes (its own too), inherited by the fork
-        other.close()
-    parked: float | None = None  # kept between evaluations: end after this many idle seconds
-    try:
-        while True:
-            if parked is not None and not conn.poll(parked):
-                break  # unused: end, and let go of the parent's memory that this fork still shares
-            message = pickle.loads(conn.recv_bytes())
-            if message is None:
-                break
-            if isinstance(message[0], str):  # ("park", seconds)
-                parked = message[1]
-                continue
-            parked = None
-            index, jobs = message
-            for ex, output in jobs:
-                conn.send_bytes(_score_one(tasks[index], ex, output, timeout))
-    except (EOFError, OSError):  # the parent is gone
-        pass
-
-
-class _Worker:
-    def __init__(self, context: Any, tasks: Sequence[Task], timeout: float | None, siblings: list[Connection]):
-        ours, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs, tasks, timeout, os.getpid(), [*siblings, ours]),
-                                       name="evalkit-check", daemon=False)
-        self.process.start()
-        theirs.close()
-        self.conn: Connection = ours
-        self.queue: deque[int] = deque()  # jobs sent and not yet answered; the first is running
-        self.since = 0.0  # when the running job began
-        self.answered = False  # whether it has answered yet (before that, `since` includes its start-up)
-
-    def send(self, index: int, jobs: list[int], payload: list[Job]) -> None:
-        try:
-            data = pickle.dumps((index, payload))
-        except Exception as exc:  # noqa: BLE001 - say what examples must be
-            raise TypeError(f"an example cannot be sent to a check worker (fields must be plain data): "
-                            f"{describe_exception(exc)}") from exc
-        self.conn.send_bytes(data)
-        if not self.queue:
-            self.since = time.monotonic()
-        self.queue.extend(jobs)
-
-    def end(self, kill: bool) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if not kill:
-                self.conn.send_bytes(pickle.dumps(None))  # stop
-            self.conn.close()
-        if not kill:
-            self.process.join(1.0)
-        if self.process.is_alive() or kill:
-            self.kill()
-        self.process.join()
-        with contextlib.suppress(ValueError, OSError):
-            self.process.close()
-
-    def kill(self) -> None:
-        """SIGKILL its process group (processes a checker started included), else the worker alone."""
-        pid = self.process.pid
-        try:
-            if pid is None or os.getpgid(pid) != pid:  # not yet in a group of its own
-                raise ProcessLookupError
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            self.process.kill()
-
-    def how_it_died(self) -> str:
-        self.process.join(1.0)
-        code = self.process.exitcode
-        if code is None:
-            return "it stopped answering"
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
-
-
 class CheckPool:
     """Forked worker processes that score outputs of `tasks`; a hung check is ended with its worker.
 
@@ -237,12 +114,13 @@ class CheckPool:
         self.limit = 2 * self.timeout + GRACE_S if self.timeout else None  # silence that kills a worker
         self._index = {id(t): i for i, t in enumerate(self.tasks)}
         self._context = multiprocessing.get_context("fork")
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._fork_s = 0.0  # what the last fork took
         self._check_s = 0.0  # a moving average of a check's time, as the workers measure it
         self.created = time.monotonic()
         self.forks = 0  # workers started, replacements included
         self.kills = 0  # workers killed for a check past its deadline
+        self._pending: Pending | None = None  # submitted, not yet collected
 
     def __enter__(self) -> CheckPool:
         return self
@@ -280,14 +158,14 @@ class CheckPool:
         """The worker processes' ids."""
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> Worker:
         self.forks += 1
         start = time.monotonic()
         # Ctrl-C and SIGTERM wait until the fork is done: raised inside fork's at-fork hooks (logging's lock),
         # the KeyboardInterrupt would be printed as "ignored" and lost, and the run would not stop.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            worker = _Worker(self._context, self.tasks, self.timeout, [w.conn for w in self._workers])
+            worker = Worker(self._context, self.tasks, self.timeout, [w.conn for w in self._workers])
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._fork_s = time.monotonic() - start
@@ -299,84 +177,139 @@ class CheckPool:
         Raises what a checker's InfrastructureError was; any error (or Ctrl-C) here kills the workers
         (the next call starts new ones).
         """
+        return self.collect(self.submit(task, jobs))
+
+    def submit(self, task: Task, jobs: Sequence[Job]) -> Pending:
+        """Send `jobs` of `task` to the workers and return at once: they check while the caller does other
+        work (generates the next batch); `collect` waits for the results. One submission at a time.
+
+        When a check's time is known to be small, each worker is sent its whole share at once (at most
+        `AHEAD_S` seconds of checks); otherwise one chunk, and the rest goes out as `collect` hears back.
+        """
         if id(task) not in self._index:
             raise ValueError(f"task {task.name!r} is not one of this pool's tasks")
+        if self._pending is not None:
+            raise RuntimeError("collect() the previous submit() first: one submission at a time")
+        jobs = list(jobs)
+        most = min(self.size, len(jobs))
+        pending = Pending(self._index[id(task)], jobs, [None] * len(jobs), deque(range(len(jobs))),
+                          max(1, min(MAX_CHUNK, math.ceil(len(jobs) / (4 * most or 1)))), most)
         if not jobs:
-            return []
+            return pending
+        self._pending = pending
         try:
-            return self._score(self._index[id(task)], list(jobs))
+            if not self._workers:
+                self._workers.append(self._spawn())
+            while self._grow(pending) == 0.0:
+                pass
+            share = math.ceil(len(jobs) / len(self._workers))
+            ahead = share if 0 < self._check_s * share <= AHEAD_S else pending.chunk
+            for w in self._workers:
+                self._feed(w, pending, ahead)
+        except BaseException:
+            self._pending = None
+            self.close(kill=True)
+            raise
+        return pending
+
+    def collect(self, pending: Pending) -> list[Scored]:
+        """The results of `pending` (from `submit`), in job order; see `score` for errors."""
+        if pending.jobs and pending is not self._pending:
+            raise RuntimeError("this submission was collected already, or its pool closed")
+        try:
+            return self._collect(pending)
         except BaseException:
             self.close(kill=True)
             raise
+        finally:
+            self._pending = None
 
-    def _score(self, index: int, jobs: list[Job]) -> list[Scored]:
-        results: list[Scored | None] = [None] * len(jobs)
-        todo = deque(range(len(jobs)))
-        most = min(self.size, len(jobs))
-        chunk = max(1, min(MAX_CHUNK, math.ceil(len(jobs) / (4 * most))))
-        idle_deaths: list[str] = []
-        if not self._workers:
+    def _feed(self, w: Worker, p: Pending, size: int) -> None:
+        """Send `w` (idle) up to `size` of the jobs left."""
+        if not p.todo or w.queue:
+            return
+        ids = [p.todo.popleft() for _ in range(min(size, len(p.todo)))]
+        try:
+            w.send(p.index, ids, [p.jobs[i] for i in ids])
+        except OSError:  # it died idle (e.g. the OOM killer): the jobs go to a new one
+            p.todo.extendleft(reversed(ids))
+            p.idle_deaths.append(w.how_it_died())
+            if len(p.idle_deaths) > 3:
+                raise RuntimeError(f"check worker processes keep dying ({p.idle_deaths[-1]})") from None
+            self._replace(w, p, None)
+
+    def _replace(self, w: Worker, p: Pending, verdict: Verdict | None) -> None:
+        if verdict is not None:  # for the job it was on; the jobs behind it are innocent: again
+            p.results[w.queue.popleft()] = Scored("", verdict)
+        p.todo.extendleft(reversed(w.queue))
+        w.queue.clear()
+        w.end(kill=True)
+        self._workers[self._workers.index(w)] = self._spawn()
+
+    def _grow(self, p: Pending) -> float | None:
+        """Start another worker if the work left per worker outweighs a fork (0.0); else when to look again
+        (None: no more workers for this submission)."""
+        if len(self._workers) >= p.most or not p.todo:
+            return None
+        now = time.monotonic()
+        running = max((now - w.since for w in self._workers if w.queue and w.answered), default=0.0)
+        if max(self._check_s, running) * len(p.todo) / len(self._workers) > GROW_AFTER * self._fork_s:
             self._workers.append(self._spawn())
+            return 0.0
+        return max(0.01, self._fork_s)  # a long check may make it worth it: look again
 
-        def feed(w: _Worker) -> None:
-            if todo and not w.queue:
-                ids = [todo.popleft() for _ in range(min(chunk, len(todo)))]
-                try:
-                    w.send(index, ids, [jobs[i] for i in ids])
-                except OSError:  # it died idle (e.g. the OOM killer): the jobs go to a new one
-                    todo.extendleft(reversed(ids))
-                    idle_deaths.append(w.how_it_died())
-                    if len(idle_deaths) > 3:
-                        raise RuntimeError(f"check worker processes keep dying ({idle_deaths[-1]})") from None
-                    replace(w, None)
-
-        def replace(w: _Worker, verdict: Verdict | None) -> None:
-            if verdict is not None:  # for the job it was on; the jobs behind it are innocent: again
-                results[w.queue.popleft()] = Scored("", verdict)
-            todo.extendleft(reversed(w.queue))
-            w.queue.clear()
-            w.end(kill=True)
-            self._workers[self._workers.index(w)] = self._spawn()
-
-        def grow() -> float | None:
-            """Start another worker if the work left per worker outweighs a fork; when to look again."""
-            if len(self._workers) >= most or not todo:
-                return None
-            now = time.monotonic()
-            running = max((now - w.since for w in self._workers if w.queue and w.answered), default=0.0)
-            if max(self._check_s, running) * len(todo) / len(self._workers) > GROW_AFTER * self._fork_s:
-                self._workers.append(self._spawn())
-                return 0.0
-            return max(0.01, self._fork_s)  # a long check may make it worth it: look again
-
-        while todo or any(w.queue for w in self._workers):
-            look_again = grow()
+    def _collect(self, p: Pending) -> list[Scored]:
+        while p.todo or any(w.queue for w in self._workers):
+            look_again = self._grow(p)
             for w in self._workers:
-                feed(w)
+                self._feed(w, p, p.chunk)
             busy = {w.conn: w for w in self._workers if w.queue}
             waits = [look_again] if look_again is not None else []
             if self.limit is not None:
                 waits.append(max(0.0, min(w.since for w in busy.values()) + self.limit - time.monotonic()))
             for conn in wait(list(busy), timeout=min(waits) if waits else None):
                 w = busy[conn]  # type: ignore[index]
-                try:
-                    kind, payload, took = pickle.loads(w.conn.recv_bytes())
-                except (EOFError, OSError):
-                    replace(w, Verdict(Status.ERROR, 0.0, f"the check's worker process died ({w.how_it_died()})"))
-                    continue
-                if kind == "raise":
-                    raise payload
-                results[w.queue.popleft()] = payload
-                self._check_s = 0.8 * self._check_s + 0.2 * took if w.answered or self._check_s else took
-                w.since, w.answered = time.monotonic(), True
-                feed(w)
+                if self._read(w, p):
+                    self._feed(w, p, p.chunk)
             if self.limit is not None:
-                now = time.monotonic()
-                for w in [w for w in self._workers if w.queue and now - w.since > self.limit]:
-                    self.kills += 1
-                    replace(w, Verdict(Status.TIMEOUT, 0.0, f"check exceeded {self.timeout:g}s"))
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+                for w in [w for w in self._workers if w.queue and time.monotonic() - w.since > self.limit]:
+                    # Answers that came while no one read (the caller was generating) are not the silence:
+                    # read them first, so that only the check still running is blamed.
+                    if self._read(w, p) and w.queue and time.monotonic() - w.since > self.limit:
+                        self.kills += 1
+                        self._replace(w, p, Verdict(Status.TIMEOUT, 0.0, f"check exceeded {self.timeout:g}s"))
+        assert all(r is not None for r in p.results)
+        return p.results  # type: ignore[return-value]
+
+    def _read(self, w: Worker, p: Pending) -> bool:
+        """Take every answer `w` has sent so far; False when it died (its job is an ERROR, it is replaced)."""
+        while w.queue and w.conn.poll():
+            try:
+                kind, payload, took, done = pickle.loads(w.conn.recv_bytes())
+            except (EOFError, OSError):
+                self._replace(w, p, Verdict(Status.ERROR, 0.0, f"the check's worker process died ({w.how_it_died()})"))
+                return False
+            if kind == "raise":
+                raise payload
+            p.results[w.queue.popleft()] = payload
+            self._check_s = 0.8 * self._check_s + 0.2 * took if w.answered or self._check_s else took
+            w.since, w.answered = done, True  # its next job began when this one was done
+        return True
 
 
-__all__ = ["CONTAINED", "GRACE_S", "CheckPool", "contained", "fork_available", "is_contained", "marked_contained"]
+@dataclass
+class Pending:
+    """Jobs of one `CheckPool.submit`: their results so far, those not yet sent, the chunk size, the workers
+    it may use, and workers found dead while idle."""
+
+    index: int
+    jobs: list[Job]
+    results: list[Scored | None]
+    todo: deque[int]
+    chunk: int
+    most: int
+    idle_deaths: list[str] = field(default_factory=list)
+
+
+__all__ = ["AHEAD_S", "CONTAINED", "GRACE_S", "CheckPool", "Job", "Pending", "contained", "fork_available",
+           "is_contained", "marked_contained"]

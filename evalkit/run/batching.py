@@ -1,8 +1,9 @@
 """How a run cuts its work into journaled batches, and how any backend output becomes data.
 
-- **Batches.** A journaled run hands the backend at most `batch_size` prompts at a time and writes
-  each batch's samples to the journal (fsynced) before asking for more. For a slow backend the
-  batch shrinks until one takes about `FLUSH_S` seconds — never below the backend's own parallelism
+- **Batches.** A journaled run hands the backend at most `batch_size` prompts at a time; a batch is
+  checked while the next is generated, and its samples are in the journal (fsynced) before the batch
+  after that is asked for. For a slow backend the batch shrinks until generating one takes about
+  `FLUSH_S` seconds — never below the backend's own parallelism
   (an OpenAI backend's `concurrency`, a batched model's `batch_size`), where a smaller batch would
   only slow the run down — so completed work reaches the disk every few seconds. A run without a
   journal (in memory, e.g. the fine-tune loop's evaluations) keeps large batches.
@@ -24,7 +25,7 @@ from typing import Any
 from evalkit.errors import InfrastructureError
 from evalkit.models.failed import FailedOutput
 
-FLUSH_S = 3.0  # a journaled batch of a slow backend takes about this long
+FLUSH_S = 3.0  # generating a journaled batch of a slow backend takes about this long
 FIRST_BATCH = 8  # prompts in a journaled run's first batch (unless the backend's parallelism is larger)
 IN_MEMORY_BATCH = 64  # at least this many prompts per call when nothing is journaled
 MAX_OUTPUT_CHARS = 1_000_000  # a longer output is cut here before it is checked and stored
@@ -54,7 +55,7 @@ class BatchSizer:
         self.size = min(batch_size, max(FIRST_BATCH, self.low))
 
     def done(self, examples: int, seconds: float) -> None:
-        """Record that a batch of `examples` took `seconds` from asking to journaled."""
+        """Record that generating a batch of `examples` took `seconds`."""
         if self.low < self.high and examples > 0 and seconds > 0:
             self.size = max(self.low, min(self.high, int(examples * FLUSH_S / seconds)))
 

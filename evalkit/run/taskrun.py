@@ -8,18 +8,25 @@ sample rows go, in example order, to a sink (samples.jsonl, or a list in memory)
 (evalkit.run.counts). So the memory of a run does not grow with its examples beyond the ids of a data file
 (kept to skip a repeated row) and the journal's keys on a resume. An adaptive run shuffles its examples, so
 it holds them (its n examples, not their samples).
+
+Checks overlap generation: a batch's outputs are sent to the checkers (`Scorer.submit`: worker processes, or
+threads) and the next batch is generated while they are checked; then the first batch's results are collected
+and journaled. So a batch reaches the journal before the batch after next is asked for, and an error or Ctrl-C
+while a batch is generated first journals the batch before it. `check_s` in the timings is the time the run
+waited for checks beyond what overlapped generation.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any
 
 from evalkit.core import keptpool
-from evalkit.core.checkpool import fork_available, is_contained
+from evalkit.core.checkpool import Pending, fork_available, is_contained
 from evalkit.core.example import Example
 from evalkit.core.scoring import Scored, score
 from evalkit.core.task import GenerationConfig, Task, default_max_new_tokens
@@ -74,15 +81,37 @@ class Scorer:
         self.threads.shutdown(wait=exc[0] is None, cancel_futures=True)
 
     def score(self, task: Task, jobs: list[tuple[Example, str]]) -> list[Scored]:
+        return self.collect(self.submit(task, jobs))
+
+    def submit(self, task: Task, jobs: list[tuple[Example, str]]) -> Pending | list[Future[Scored]]:
+        """Start checking `jobs` and return at once (one submission in worker processes at a time)."""
         if self.pool is not None and id(task) in self.in_workers:
-            return self.pool.score(task, jobs)
-        return list(self.threads.map(lambda job: score(task, job[0], job[1], timeout=self.timeout), jobs))
+            return self.pool.submit(task, jobs)
+        return [self.threads.submit(score, task, ex, out, timeout=self.timeout) for ex, out in jobs]
+
+    def collect(self, submitted: Pending | list[Future[Scored]]) -> list[Scored]:
+        """The results of a `submit`, in job order."""
+        if isinstance(submitted, list):
+            return [f.result() for f in submitted]
+        assert self.pool is not None
+        return self.pool.collect(submitted)
 
 
 def _chunks(items: Iterable[Example], size: int) -> Iterator[list[Example]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+@dataclass
+class _Asked:
+    """A batch generated (and being checked): its examples, its chat messages, its (example, sample index,
+    output) jobs, and its checks once submitted."""
+
+    batch: list[Example]
+    messages: dict[str, Any]
+    jobs: list[tuple[Example, int, Any]]
+    submitted: Pending | list[Future[Scored]] | None = None
 
 
 class _TaskRun:
@@ -120,11 +149,21 @@ class _TaskRun:
         self.done += len(chunk) - len(pending)
         if self.progress:
             self.progress(task.name, self.done, self.total)
+        checking: _Asked | None = None  # the batch being checked while the next one is generated
         while pending:
             batch, pending = pending[: self.sizer.size], pending[self.sizer.size:]
-            found.update(self._generate(batch, keys, messages))
-            if self.progress:
-                self.progress(task.name, self.done, self.total)
+            try:
+                asked = self._ask(batch, messages)
+            except BaseException:
+                if checking is not None:  # what was generated before reaches the journal (then the error)
+                    found.update(self._finish(checking, keys))
+                raise
+            if checking is not None:
+                found.update(self._finish(checking, keys))
+            self._submit(asked)
+            checking = asked
+        if checking is not None:
+            found.update(self._finish(checking, keys))
         rows: list[dict[str, Any]] = []
         for ex in chunk:
             mine = [sample_row(found[(ex.id, i)]) for i in range(k)]
@@ -134,9 +173,9 @@ class _TaskRun:
         if self.sink is not None:
             self.sink(rows)
 
-    def _generate(self, batch: list[Example], keys: dict[tuple[str, int], str],
-                  messages: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-        task, backend, k, gen = self.task, self.backend, self.k, self.gen
+    def _ask(self, batch: list[Example], messages: dict[str, Any]) -> _Asked:
+        """Generate `batch`'s samples."""
+        backend, k, gen = self.backend, self.k, self.gen
         t0 = time.perf_counter()
         if isinstance(backend, ExampleGenerator):
             raw = backend.generate_examples(batch, gen, seed=self.seed, num_samples=k)
@@ -144,18 +183,32 @@ class _TaskRun:
             prompts = [messages[ex.id] if self.chat else ex.prompt for ex in batch]
             raw = backend.generate(prompts, gen, seed=self.seed, num_samples=k)
         outputs = clean_outputs(raw, len(batch), k, self.identity)
-        self.gen_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.gen_s += t1 - t0
         self.gen_tokens += backend.last_stats.generated_tokens
         self.prompt_tokens += backend.last_stats.prompt_tokens
         self.generated_examples += len(batch)
-        t1 = time.perf_counter()
+        self.sizer.done(len(batch), t1 - t0)  # the next batch's size (its checks overlap the next generation)
         jobs = [(ex, i, outs[i]) for ex, outs in zip(batch, outputs) for i in range(k)]
-        to_check = [(ex, output) for ex, _, output in jobs if not isinstance(output, FailedOutput)]
-        checked = iter(self.scorer.score(task, to_check))
-        self.check_s += time.perf_counter() - t1
+        return _Asked(batch, messages, jobs)
+
+    def _submit(self, asked: _Asked) -> None:
+        """Start checking `asked`'s outputs (in worker processes, or on threads)."""
+        t0 = time.perf_counter()
+        to_check = [(ex, output) for ex, _, output in asked.jobs if not isinstance(output, FailedOutput)]
+        asked.submitted = self.scorer.submit(self.task, to_check)
+        self.check_s += time.perf_counter() - t0
+
+    def _finish(self, asked: _Asked, keys: dict[tuple[str, int], str]) -> dict[tuple[str, int], dict[str, Any]]:
+        """Wait for `asked`'s checks, journal its samples and count them."""
+        task, messages = self.task, asked.messages
+        t0 = time.perf_counter()
+        assert asked.submitted is not None
+        checked = iter(self.scorer.collect(asked.submitted))
+        self.check_s += time.perf_counter() - t0
         made: dict[tuple[str, int], dict[str, Any]] = {}
         entries = []
-        for ex, i, output in jobs:
+        for ex, i, output in asked.jobs:
             entry = {"key": keys[(ex.id, i)], "model": self.identity, "task": task.name,
                      "task_version": task.version, "example": ex.to_dict(), "sample_index": i, "seed": self.seed,
                      "generation": self.gen_key}
@@ -171,10 +224,11 @@ class _TaskRun:
             entries.append(entry)
             made[(ex.id, i)] = entry
         if self.journal is not None:
-            self.journal.append(entries)  # on disk before the next batch is asked for
+            self.journal.append(entries)  # on disk before the batch after next is asked for
         self.tally.generated += len(entries)
-        self.sizer.done(len(batch), time.perf_counter() - t0)
-        self.done += len(batch)
+        self.done += len(asked.batch)
+        if self.progress:
+            self.progress(task.name, self.done, self.total)
         return made
 
     def timings(self) -> dict[str, Any]:
