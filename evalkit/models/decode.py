@@ -27,7 +27,6 @@ Greedy output equals one-prompt-at-a-time greedy decoding (tests/test_decode.py 
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -307,69 +306,5 @@ def decode_rows(call: ModelCall, rows: list[list[int]], config: GenerationConfig
     return out, n_gen, prefills
 
 
-def decode_sharded(call: ModelCall, rows: list[list[int]], config: GenerationConfig, stops: StopCheck, *,
-                   shards: int, batch_size: int, gens: list[torch.Generator] | None = None,
-                   prefix: Prefixes | None = None, groups: list[int] | None = None,
-                   continuous: bool = False) -> tuple[list[list[int]], int, int]:
-    """`decode_rows` split over `shards` threads, each decoding every `shards`-th row (so each keeps the
-    given order) at one intra-op thread, `batch_size // shards` rows at a time: as many rows in flight as
-    one `decode_rows`. On a CPU a small model's decoding step is mostly fixed costs per operation, and
-    OpenMP threads that sleep between operations (OMP_WAIT_POLICY=PASSIVE, which the `evalkit` command
-    sets) add a wake-up to each; independent rows on threads of their own pay neither. The calling
-    thread's torch thread count is unchanged (torch's is per thread; its process-wide default is put
-    back). Same result as `decode_rows`: a row's tokens do not depend on the rows beside it."""
-    if shards < 2 or len(rows) < 2 * shards:
-        return decode_rows(call, rows, config, stops, batch_size=batch_size, gens=gens, prefix=prefix,
-                           groups=groups, continuous=continuous)
-    parts = [list(range(k, len(rows), shards)) for k in range(shards)]
-    results: list[tuple[list[list[int]], int, int] | None] = [None] * shards
-    errors: list[BaseException] = []
-    each = max(1, batch_size // shards)
-
-    def work(k: int) -> None:
-        idx = parts[k]
-        try:
-            try:
-                # torch gives a thread its count on its first use (from the process default) and keeps it:
-                # use first, then set — to this thread's 1 (and the default's, until the caller puts it back).
-                torch.get_num_threads()
-                torch.set_num_threads(1)
-            finally:
-                ready.wait()
-            with torch.inference_mode():
-                results[k] = decode_rows(call, [rows[i] for i in idx], config, stops, batch_size=each,
-                                         gens=[gens[i] for i in idx] if gens else None, prefix=prefix,
-                                         groups=[groups[i] for i in idx] if groups else None,
-                                         continuous=continuous)
-        except BaseException as exc:  # noqa: BLE001  # re-raised in the calling thread
-            errors.append(exc)
-
-    saved = torch.get_num_threads()
-    ready = threading.Barrier(shards + 1)
-    # Daemon threads: a Ctrl-C in the caller is not held up until they finish (their results are dropped).
-    threads = [threading.Thread(target=work, args=(k,), name=f"evalkit-decode-{k}", daemon=True)
-               for k in range(shards)]
-    try:
-        for t in threads:
-            t.start()
-        ready.wait()  # every worker holds its one thread now: put back the default new threads start with
-        torch.set_num_threads(saved)
-        for t in threads:
-            t.join()
-    finally:
-        torch.set_num_threads(saved)
-    if errors:
-        raise errors[0]
-    out: list[list[int]] = [[] for _ in rows]
-    n_gen = prefills = 0
-    for idx, res in zip(parts, results):
-        assert res is not None
-        for i, toks in zip(idx, res[0]):
-            out[i] = toks
-        n_gen += res[1]
-        prefills += res[2]
-    return out, n_gen, prefills
-
-
-__all__ = ["Decode", "ModelCall", "Prefixes", "Running", "StopCheck", "choose", "decode_rows", "decode_sharded",
+__all__ = ["Decode", "ModelCall", "Prefixes", "Running", "StopCheck", "choose", "decode_rows",
            "left_pad", "prefill", "stop_candidates", "vocabulary_texts"]

@@ -8,8 +8,9 @@ that share a long token prefix (a chat task's system message and few-shot turns)
 key/value states computed once (`evalkit.models.prefix`; `prefix_cache=False` turns it off). A row also
 ends at the model's end-of-turn token (`hf_chat.stop_ids`). A prompt is raw text (the tokenizer adds BOS)
 or a list of chat messages, rendered by the tokenizer's chat template (`render`, `hf_chat.render_chat`).
-On a CPU the rows are split between threads that decode at one intra-op thread each (`decode_threads`,
-`evalkit.models.decode.decode_sharded`). `decoder="generate"` uses `model.generate` with a per-row
+On a CPU the rows are split between decoders at one intra-op thread each (`decode_threads` of them,
+`evalkit.models.shards.decode_sharded`): the calling thread and forked processes on Linux (threads of one
+process take turns at the GIL), threads elsewhere. `decoder="generate"` uses `model.generate` with a per-row
 stopping criterion instead (for architectures the loop does not handle).
 
 This module imports torch and transformers: only code that runs a model imports it
@@ -33,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import StoppingCriteria
 
+from evalkit.core.checkpool import fork_available
 from evalkit.core.extract import cut_at_stop, find_stop
 from evalkit.models import hf_chat
 from evalkit.models.base import GenerationStats, check_generate_args
-from evalkit.models.decode import ModelCall, StopCheck, decode_sharded, left_pad, stop_candidates, vocabulary_texts
+from evalkit.models.decode import ModelCall, StopCheck, left_pad, stop_candidates, vocabulary_texts
 from evalkit.models.prefix import prefix_length, prefix_plan, supports_prefix_cache
+from evalkit.models.shards import decode_sharded
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,15 +118,18 @@ class HFBackend:
             (`evalkit.models.prefix`).
         continuous_batching: in the loop, start waiting prompts in the running batch as its rows end
             (`evalkit.models.decode.decode_rows`), where the model's cache allows it.
-        decode_threads: in the loop on a CPU, threads that decode a share of the rows each at one intra-op
-            thread (`evalkit.models.decode.decode_sharded`; the batch is split between them). None: one per
-            torch thread of the caller, at most 4 and at least 8 rows of the batch each; 1: off.
+        decode_threads: in the loop on a CPU, decoders of a share of the rows each at one intra-op thread
+            (`evalkit.models.shards.decode_sharded`; the batch is split between them). None: one per torch
+            thread of the caller, at most 4 and at least 8 rows of the batch each; 1: off.
+        decode_processes: run the decoders after the first in processes forked for the call (True, where
+            fork is available and the model is on the CPU: the default) or on threads (False).
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  batch_size: int = 64, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, decoder: str = "loop", prefix_cache: bool = True,
-                 continuous_batching: bool = True, decode_threads: int | None = None):
+                 continuous_batching: bool = True, decode_threads: int | None = None,
+                 decode_processes: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decoder not in DECODERS:
@@ -135,6 +141,7 @@ class HFBackend:
         self.model: Any = model  # typed Any: transformers' stubs make generate() a Tensor attribute
         self.tokenizer = tokenizer
         self.batch_size, self.decoder, self.decode_threads = batch_size, decoder, decode_threads
+        self.decode_processes = decode_processes
         self._stats = GenerationStats()
         self._tok_digest = tokenizer_digest(tokenizer)
         eos = hf_chat.eos_ids(model, tokenizer)
@@ -235,7 +242,8 @@ class HFBackend:
                         self._call, order_rows, config, self._stop_check(config.stop), shards=self._shards(),
                         batch_size=self.batch_size,
                         gens=[gens[r] for r in order] if gens else None, prefix=kv,
-                        groups=[groups[r] for r in order], continuous=self._continuous)
+                        groups=[groups[r] for r in order], continuous=self._continuous,
+                        processes=self.decode_processes and self.device.type == "cpu" and fork_available())
                     for r, text in zip(order, self._decode(toks)):
                         texts[r] = cut_at_stop(text, config.stop)
                 else:
@@ -260,7 +268,7 @@ class HFBackend:
         return out
 
     def _shards(self) -> int:
-        """How many threads the loop decodes on (`decode_threads`)."""
+        """How many decoders the loop runs at once (`decode_threads`)."""
         if self.decode_threads is not None:
             return self.decode_threads
         if self.device.type != "cpu":
