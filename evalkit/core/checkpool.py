@@ -131,6 +131,7 @@ class CheckPool:
     def close(self, kill: bool = False) -> None:
         """End every worker: idle ones stop when told; busy or stubborn ones are killed."""
         workers, self._workers = self._workers, []
+        self._pending = None  # what was submitted is dropped with the workers
         for w in workers:
             w.end(kill=kill or bool(w.queue))
 

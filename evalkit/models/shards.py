@@ -121,7 +121,6 @@ def on_processes(work: Callable[[int], Decoded], shards: int) -> list[Decoded]:
             children.append(fork_shard(work, k))
         torch.set_num_threads(1)
         results = [work(0)]
-        torch.set_num_threads(saved)
         while children:
             pid, fd = children.pop(0)
             results.append(reap(pid, fd))
