@@ -3,8 +3,9 @@
     record = evalkit.evaluate(model=model, tokenizer=tok, tasks=["addition"], n=200)
     record.rate("addition")
 
-Every sample is journaled (journal.py) as its batch completes, before the next batch is asked
-for; a slow backend's batches shrink to a few seconds each (batching.py). A task streams
+Every sample is journaled (journal.py) as its batch completes: a batch is checked while the next is
+generated, and is on disk before the batch after that is asked for; a slow backend's batches shrink to a
+few seconds each (batching.py). A task streams
 (taskrun.py): its examples are read and run a chunk at a time, their samples written to samples.jsonl
 and counted, so memory does not grow with the number of examples. Running the same
 evaluation again into the same run folder generates only what is missing, and the final
