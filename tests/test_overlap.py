@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class SlowEcho:
 
 
 def test_a_batch_is_checked_while_the_next_one_is_generated(tmp_path, monkeypatch):
-    monkeypatch.setattr(__import__(__name__), "LOG", tmp_path / "checks.jsonl")
+    monkeypatch.setattr(sys.modules[__name__], "LOG", tmp_path / "checks.jsonl")
     asked: dict[int, tuple[float, float]] = {}
 
     def solver(prompt: str) -> str:
@@ -69,7 +70,7 @@ def test_a_batch_is_checked_while_the_next_one_is_generated(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_a_batch_being_checked_is_journaled_when_generating_the_next_fails(tmp_path, monkeypatch, error):
-    monkeypatch.setattr(__import__(__name__), "LOG", tmp_path / "checks.jsonl")
+    monkeypatch.setattr(sys.modules[__name__], "LOG", tmp_path / "checks.jsonl")
 
     def solver(prompt: str) -> str:
         n = int(prompt[:-1])

@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
-import signal
 import sys
 import time
 from collections import deque
@@ -45,7 +44,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, TypeVar
 
-from evalkit.core.checkworker import STOP_SIGNALS, Job, Worker
+from evalkit.core.checkworker import Job, Worker, stop_signals_held
 from evalkit.core.scoring import Scored
 from evalkit.core.verdict import Status, Verdict
 
@@ -162,13 +161,8 @@ class CheckPool:
     def _spawn(self) -> Worker:
         self.forks += 1
         start = time.monotonic()
-        # Ctrl-C and SIGTERM wait until the fork is done: raised inside fork's at-fork hooks (logging's lock),
-        # the KeyboardInterrupt would be printed as "ignored" and lost, and the run would not stop.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with stop_signals_held():
             worker = Worker(self._context, self.tasks, self.timeout, [w.conn for w in self._workers])
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._fork_s = time.monotonic() - start
         return worker
 
@@ -208,8 +202,7 @@ class CheckPool:
             for w in self._workers:
                 self._feed(w, pending, ahead)
         except BaseException:
-            self._pending = None
-            self.close(kill=True)
+            self.close(kill=True)  # which drops the submission too
             raise
         return pending
 

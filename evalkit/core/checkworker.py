@@ -18,7 +18,7 @@ import pickle
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,40 @@ def die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while a helper process is forked: raised inside fork's at-fork hooks (logging's
+    lock), the KeyboardInterrupt would be printed as "ignored" and lost, and the run would not stop."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def become_helper(parent: int) -> None:
+    """First thing in a forked helper (a check worker, a decoding process): Ctrl-C is the parent's to handle,
+    SIGTERM is not a handler of the parent's (it may touch torch), the signals held at the fork are let
+    through, and the helper dies with the parent thread that forked it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    die_with_parent(parent)
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, from its exit code as `multiprocessing` and `os.waitstatus_to_exitcode` give it
+    (negative: the signal that killed it; None: still running)."""
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def score_reply(task: Task, ex: Example, output: str, timeout: float | None) -> bytes:
     """The pickled reply for one job (see the module's doc)."""
     start = time.perf_counter()
@@ -69,10 +103,7 @@ def score_reply(task: Task, ex: Example, output: str, timeout: float | None) -> 
 def serve(conn: Connection, tasks: Sequence[Task], timeout: float | None, parent: int,
            siblings: Sequence[Connection]) -> None:
     """A worker: score each job it is sent, in order, answering one message per job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler of the parent's (it may touch torch)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
-    die_with_parent(parent)
+    become_helper(parent)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # a group of its own: killing it ends what a checker started too
     for other in siblings:  # the parent's ends of the pipes (its own too), inherited by the fork
@@ -144,15 +175,8 @@ class Worker:
 
     def how_it_died(self) -> str:
         self.process.join(1.0)
-        code = self.process.exitcode
-        if code is None:
-            return "it stopped answering"
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
+        return describe_exit(self.process.exitcode)
 
 
-__all__ = ["STOP_SIGNALS", "Job", "Worker", "die_with_parent", "score_reply", "serve"]
+__all__ = ["STOP_SIGNALS", "Job", "Worker", "become_helper", "describe_exit", "die_with_parent", "score_reply",
+           "serve", "stop_signals_held"]

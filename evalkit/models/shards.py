@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from evalkit.core.checkworker import STOP_SIGNALS, die_with_parent
+from evalkit.core.checkworker import become_helper, describe_exit, stop_signals_held
 from evalkit.core.scoring import describe_exception
 from evalkit.models.decode import ModelCall, Prefixes, StopCheck, decode_rows
 
@@ -142,22 +142,20 @@ def fork_shard(work: Callable[[int], Decoded], k: int) -> tuple[int, int]:
     (its pid, the pipe's read end)."""
     parent = os.getpid()
     r, w = os.pipe()
-    # Ctrl-C and SIGTERM wait until the fork is done (as for the check workers: evalkit.core.checkpool).
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     # A thread pool does not survive a fork: the child decodes its stop candidates with the tokenizer on its own
     # thread (the tokenizers library reads this at each call; the caller's setting is put back right after).
     had = os.environ.get(TOKENIZERS_ENV)
     os.environ[TOKENIZERS_ENV] = "false"
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child (measured by the tests through its results)
-            _child(work, k, parent, r, w)
+        with stop_signals_held():
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child (measured by the tests through its results)
+                _child(work, k, parent, r, w)
     finally:
         if had is None:
             os.environ.pop(TOKENIZERS_ENV, None)
         else:
             os.environ[TOKENIZERS_ENV] = had
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     os.close(w)
     return pid, r
 
@@ -165,10 +163,7 @@ def fork_shard(work: Callable[[int], Decoded], k: int) -> tuple[int, int]:
 def _child(work: Callable[[int], Decoded], k: int, parent: int, r: int, w: int) -> None:
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        die_with_parent(parent)
+        become_helper(parent)
         os.close(r)
         torch.set_num_threads(1)
         try:
@@ -192,13 +187,7 @@ def reap(pid: int, fd: int) -> Decoded:
         data = f.read()
     _, status = os.waitpid(pid, 0)
     if not data:
-        how = f"exit code {os.WEXITSTATUS(status)}"
-        if os.WIFSIGNALED(status):
-            try:
-                how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            except ValueError:
-                how = f"killed by signal {os.WTERMSIG(status)}"
-        raise RuntimeError(f"a decoding process died ({how})")
+        raise RuntimeError(f"a decoding process died ({describe_exit(os.waitstatus_to_exitcode(status))})")
     kind, payload = pickle.loads(data)
     if kind == "raise":
         raise payload

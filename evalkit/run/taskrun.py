@@ -80,9 +80,6 @@ class Scorer:
             self.pool.close(kill=True)
         self.threads.shutdown(wait=exc[0] is None, cancel_futures=True)
 
-    def score(self, task: Task, jobs: list[tuple[Example, str]]) -> list[Scored]:
-        return self.collect(self.submit(task, jobs))
-
     def submit(self, task: Task, jobs: list[tuple[Example, str]]) -> Pending | list[Future[Scored]]:
         """Start checking `jobs` and return at once (one submission in worker processes at a time)."""
         if self.pool is not None and id(task) in self.in_workers:
