@@ -26,6 +26,7 @@ Appends a section to bench/RESULTS.md.
     .venv/bin/python bench/time_to_target.py            # finetune/addition.yaml (minutes)
     .venv/bin/python bench/time_to_target.py --quick    # a tiny recipe (well under a minute)
     .venv/bin/python bench/time_to_target.py --levers   # + evalkit with each of its levers off, same run
+    .venv/bin/python bench/time_to_target.py --seeds 0,1,2,3,4   # both contenders on each seed (~40 min)
     .venv/bin/python bench/time_to_target.py --recipe finetune/smollm2-addition.yaml   # ~40 min of 2 CPUs
     .venv/bin/python bench/time_to_target.py --recipe finetune/smollm2-addition.yaml --max-steps 4 \
         --override eval.n=8 --override eval.every=2 --override data.size=64 --no-append   # plumbing check
@@ -37,6 +38,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true",
                         help="also run evalkit with each loop lever the recipe turns on switched off (eval.every_near, "
                              "train.rise, train.anneal, eval.adaptive), to measure what each buys")
+    parser.add_argument("--seeds", help="comma-separated recipe seeds: both contenders on each (model init and data "
+                                            "order), one row per seed, instead of the recipe's seed alone")
     args = parser.parse_args(argv)
     import torch
 
@@ -262,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
     r = load_recipe(recipe, overrides or None)
     levers = lever_variants(r) if args.levers else {}
+    if args.seeds:
+        return per_seed(args, recipe, tasks_dir, overrides, [int(v) for v in args.seeds.split(",")])
     load_before = os.getloadavg()
     without: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -314,6 +320,46 @@ def main(argv: list[str] | None = None) -> int:
         with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
             fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py"
                      f"{flags}{steps}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
+    return 0
+
+
+def per_seed(args: argparse.Namespace, recipe: Path, tasks_dir: Path, overrides: dict, seeds: list[int]) -> int:
+    """Both contenders on each seed (`--override seed=S` for both): how the ratio moves with the model's
+    initialisation and the data order, which decide how long the search for the solution takes."""
+    from code_checks import cpu_model  # a sibling script (bench/ is on sys.path when one runs)
+
+    from evalkit.train.recipe import deep_merge
+
+    load_before, started = os.getloadavg(), time.perf_counter()
+    lines = ["| seed | evalkit step | evalkit evaluations | evalkit s | baseline step | baseline evaluations | "
+             "baseline s | steps ratio | wall ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp, seeded = Path(tmp_name), deep_merge(overrides, {"seed": seed})
+            ours = evalkit_run(recipe, tasks_dir, tmp / "evalkit", seeded, args.max_steps)
+            theirs = baseline_run(recipe, tasks_dir, tmp / "baseline", seeded, args.max_steps)
+        ratio = ours["wall_s"] / theirs["wall_s"]
+        ratios.append(ratio)
+        mark = lambda res: "" if res["met"] else " (not met)"  # noqa: E731
+        lines.append(f"| {seed} | {ours['step']}{mark(ours)} | {ours['evals']} | {ours['wall_s']:.1f} | "
+                     f"{theirs['step']}{mark(theirs)} | {theirs['evals']} | {theirs['wall_s']:.1f} | "
+                     f"{ours['step'] / theirs['step']:.2f} | {ratio:.2f}x |")
+        print(lines[-1], flush=True)
+    ratios.sort()
+    import torch
+
+    shown = recipe.relative_to(REPO) if recipe.is_relative_to(REPO) else recipe
+    notes = [f"recipe: {shown}, seeds {args.seeds}; wall ratio median {statistics.median(ratios):.2f}x, range "
+             f"{ratios[0]:.2f}-{ratios[-1]:.2f}x (goal <= 0.5x on the recipe's seed)",
+             f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; runtime "
+             f"{time.perf_counter() - started:.0f} s; python {platform.python_version()}, torch {torch.__version__}; "
+             f"cpu {cpu_model()}"]
+    print("\n".join(notes))
+    if not args.no_append:
+        with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
+            fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py --seeds "
+                     f"{args.seeds}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
     return 0
 
 

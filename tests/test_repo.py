@@ -87,11 +87,12 @@ def test_python_m_evalkit_and_version():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["time_to_target.py", "eval_throughput.py"])
-def test_benchmarks_run_quick(script, tmp_path):
+@pytest.mark.parametrize("script,extra", [("time_to_target.py", []), ("time_to_target.py", ["--seeds", "3,1"]),
+                                          ("eval_throughput.py", [])])
+def test_benchmarks_run_quick(script, extra, tmp_path):
     """Smoke test: the benchmarks' --quick mode runs end to end (numbers are not asserted)."""
     pytest.importorskip("lm_eval")
-    args = [sys.executable, str(REPO / "bench" / script), "--quick"]
+    args = [sys.executable, str(REPO / "bench" / script), "--quick", *extra]
     if script == "time_to_target.py":
         args.append("--no-append")
     else:
@@ -99,3 +100,6 @@ def test_benchmarks_run_quick(script, tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "ratio" in out.stdout and "x" in out.stdout
+    if extra:  # one row per seed, in the order given
+        assert [line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ")
+                and line.split("|")[1].strip().isdigit()] == ["3", "1"]
