@@ -240,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true",
                         help="also run evalkit with each loop lever the recipe turns on switched off (eval.every_near, "
                              "train.rise, train.anneal, eval.adaptive), to measure what each buys")
-    parser.add_argument("--seeds", help="comma-separated recipe seeds: both contenders on each (model init and data "
-                                            "order), one row per seed, instead of the recipe's seed alone")
+    parser.add_argument("--seeds", type=seed_list,
+                        help="comma-separated recipe seeds: both contenders on each (model init and data order), one "
+                             "row per seed, instead of the recipe's seed alone")
     args = parser.parse_args(argv)
+    if args.seeds and args.levers:
+        parser.error("--seeds and --levers measure different things: run them one at a time")
     import torch
 
     if args.quick:
@@ -264,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     import evalkit.train.sft  # noqa: F401
     from evalkit.train.recipe import load_recipe
 
+    if args.seeds:
+        return per_seed(args, recipe, tasks_dir, overrides, args.seeds)
     r = load_recipe(recipe, overrides or None)
     levers = lever_variants(r) if args.levers else {}
-    if args.seeds:
-        return per_seed(args, recipe, tasks_dir, overrides, [int(v) for v in args.seeds.split(",")])
     load_before = os.getloadavg()
     without: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -317,10 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_append:
         flags = (" --quick" if args.quick else (f" --recipe {shown}" if args.recipe else "")) + (
             " --levers" if args.levers else "")
-        with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py"
-                     f"{flags}{steps}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
+        append_section(f"{flags}{steps}", lines, notes)
     return 0
+
+
+def seed_list(text: str) -> list[int]:
+    """`--seeds 0,1,2` as integers (argparse reports a bad value as a usage error, exit 2)."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
+def append_section(flags: str, lines: list[str], notes: list[str]) -> None:
+    """A dated section of bench/RESULTS.md: the table `lines`, then `notes` as bullets."""
+    with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
+        fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py{flags}\n\n"
+                 + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
 
 
 def per_seed(args: argparse.Namespace, recipe: Path, tasks_dir: Path, overrides: dict, seeds: list[int]) -> int:
@@ -341,25 +357,24 @@ def per_seed(args: argparse.Namespace, recipe: Path, tasks_dir: Path, overrides:
             theirs = baseline_run(recipe, tasks_dir, tmp / "baseline", seeded, args.max_steps)
         ratio = ours["wall_s"] / theirs["wall_s"]
         ratios.append(ratio)
-        mark = lambda res: "" if res["met"] else " (not met)"  # noqa: E731
-        lines.append(f"| {seed} | {ours['step']}{mark(ours)} | {ours['evals']} | {ours['wall_s']:.1f} | "
-                     f"{theirs['step']}{mark(theirs)} | {theirs['evals']} | {theirs['wall_s']:.1f} | "
+        ours_met, theirs_met = ("" if res["met"] else " (not met)" for res in (ours, theirs))
+        lines.append(f"| {seed} | {ours['step']}{ours_met} | {ours['evals']} | {ours['wall_s']:.1f} | "
+                     f"{theirs['step']}{theirs_met} | {theirs['evals']} | {theirs['wall_s']:.1f} | "
                      f"{ours['step'] / theirs['step']:.2f} | {ratio:.2f}x |")
         print(lines[-1], flush=True)
     ratios.sort()
     import torch
 
     shown = recipe.relative_to(REPO) if recipe.is_relative_to(REPO) else recipe
-    notes = [f"recipe: {shown}, seeds {args.seeds}; wall ratio median {statistics.median(ratios):.2f}x, range "
+    seeds_shown = ",".join(map(str, seeds))
+    notes = [f"recipe: {shown}, seeds {seeds_shown}; wall ratio median {statistics.median(ratios):.2f}x, range "
              f"{ratios[0]:.2f}-{ratios[-1]:.2f}x (goal <= 0.5x on the recipe's seed)",
              f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; runtime "
              f"{time.perf_counter() - started:.0f} s; python {platform.python_version()}, torch {torch.__version__}; "
              f"cpu {cpu_model()}"]
     print("\n".join(notes))
     if not args.no_append:
-        with open(REPO / "bench" / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write(f"\n## {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — time_to_target.py --seeds "
-                     f"{args.seeds}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"- {n}\n" for n in notes))
+        append_section(f" --seeds {seeds_shown}", lines, notes)
     return 0
 
 
